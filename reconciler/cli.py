@@ -1,0 +1,186 @@
+"""The `reconciler` command line: validate, plan, once, jobs, schema, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from reconciler import __version__, logs
+from reconciler.config import DEFAULT_CONFIG, Config, load_config
+from reconciler.desired.profile import builtin_profiles_dir, load_profiles
+from reconciler.desired.request import json_schema
+from reconciler.desired.validate import RequestFile, validate
+from reconciler.errors import ConfigError, GitError, ProxmoxError
+
+EXIT_FAILED = 1  # some request is Failed or Invalid
+EXIT_ERROR = 2  # the command could not run: config, Git or Proxmox trouble
+
+
+def _request_files(targets: Sequence[str]) -> list[RequestFile]:
+    files = []
+    for target in targets or ["requests"]:
+        path = Path(target)
+        found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+        for item in found:
+            try:
+                text = item.read_bytes()
+            except OSError as exc:
+                raise ConfigError(str(item), [f"cannot read: {exc.strerror}"]) from None
+            files.append(RequestFile(str(item), item.stem, text))
+    return files
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    """Check request files offline; one `file:field: reason` line per problem."""
+    config = load_config(args.config) if args.config else None
+    if config is not None:
+        profiles = load_profiles(config.profiles or builtin_profiles_dir(), set(config.site.templates))
+    else:
+        profiles = load_profiles(builtin_profiles_dir())
+    files = _request_files(args.paths)
+    _, invalid = validate(files, profiles, config.site if config else None)
+    for item in invalid:
+        for problem in item.problems:
+            out.write(f"{item.path}:{problem.field}: {problem.reason}\n")
+    if not files:
+        out.write("no request files found\n")
+    elif not invalid:
+        out.write(f"{len(files)} request file(s) valid\n")
+    return EXIT_FAILED if invalid else 0
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config or DEFAULT_CONFIG)
+
+
+def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    """Print what a cycle would do; changes nothing on Proxmox or in Git."""
+    from reconciler.runtime import open_runtime
+
+    runtime = open_runtime(_config(args))
+    try:
+        reconciler = runtime.reconciler
+        source = reconciler.read_source()
+        decision = reconciler.decide(source)
+    finally:
+        runtime.close()
+    out.write(f"revision {source.revision or '(empty remote)'}: {len(source.requests)} request file(s)\n")
+    for action in decision.plan.actions:
+        out.write(f"  {action.describe()}\n")
+    for name, verdict in sorted(decision.plan.verdicts.items()):
+        out.write(f"  {name}: {verdict.phase}: {verdict.message}\n")
+    for item in decision.invalid:
+        for problem in item.problems:
+            out.write(f"  {item.name}: Invalid: {item.path}:{problem.field}: {problem.reason}\n")
+    if not decision.plan.actions:
+        out.write("nothing to do\n")
+    return EXIT_FAILED if decision.invalid else 0
+
+
+def cmd_once(args: argparse.Namespace, out: TextIO) -> int:
+    """Run one cycle; non-zero when any request is Failed or Invalid."""
+    from reconciler.runtime import open_runtime
+
+    runtime = open_runtime(_config(args))
+    try:
+        report = runtime.reconciler.cycle()
+    finally:
+        runtime.close()
+    for name, st in sorted(report.statuses.items()):
+        out.write(f"{name}: {st.phase}: {st.message}" + (f" (job {st.job})" if st.job else "") + "\n")
+        for problem in st.problems:
+            out.write(f"  {problem}\n")
+    out.write(f"commit {report.commit}\n" if report.commit else "no changes to commit\n")
+    return EXIT_FAILED if report.failing else 0
+
+
+def cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
+    """List recent jobs, or show one job with its log."""
+    from reconciler.gateways.sqlite import JobStore
+
+    store = JobStore(_config(args).state.database)
+    try:
+        if args.id is None:
+            for job in store.jobs(limit=args.limit, request=args.request):
+                out.write(
+                    f"{job.id:>6}  {job.created_at}  {job.status:<9}  {job.type:<12}  {job.request:<24}"
+                    f"  {job.error_message or job.summary}\n"
+                )
+            return 0
+        job = store.job(args.id)
+        if job is None:
+            out.write(f"no job {args.id}\n")
+            return EXIT_FAILED
+        out.write(
+            f"job {job.id}: {job.type} {job.request} ({job.profile or '-'}): {job.status}\n"
+            f"created {job.created_at}, started {job.started_at}, finished {job.finished_at}\n"
+        )
+        if job.error_message:
+            out.write(f"error: {job.error_message}\n")
+        for line in store.logs(job.id):
+            out.write(f"{line.timestamp} {line.level:<5} {line.message}\n")
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    out.write(json_schema())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from reconciler.demo import run_demo
+
+    return run_demo(out, keep=args.keep)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="reconciler", description="GitOps reconciler for Proxmox VE homelabs")
+    top.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    top.add_argument("--log-format", choices=("json", "console"), help="default: console on a terminal")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def command(name: str, fn: object, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command("validate", cmd_validate, "check request files offline (for CI and pre-commit)")
+    p.add_argument("paths", nargs="*", help="files or directories (default: requests)")
+    p.add_argument("--config", type=Path, help="check the site's approved values and profiles from this config")
+    for name, fn, text in (
+        ("plan", cmd_plan, "print what one cycle would do, changing nothing"),
+        ("once", cmd_once, "run one reconcile cycle"),
+    ):
+        command(name, fn, text).add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+    p = command("jobs", cmd_jobs, "list jobs, or show one job with its log")
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument("--request", help="only this request's jobs")
+    p.add_argument("--limit", type=int, default=50)
+    command("schema", cmd_schema, "print the JSON Schema of request files")
+    p = command("demo", cmd_demo, "run one cycle against a throw-away Git repo and a fake Proxmox VE")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return top
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = out or sys.stdout
+    json_lines = None if args.log_format is None else args.log_format == "json"
+    # Command output goes to stdout; the structured log to stderr, so the two never mix.
+    logs.setup(json_lines=json_lines, stream=sys.stderr)
+    try:
+        code: int = args.fn(args, out)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"reconciler: {exc.source}: {problem}\n")
+        return EXIT_ERROR
+    except (GitError, ProxmoxError) as exc:
+        sys.stderr.write(f"reconciler: {exc}\n")
+        return EXIT_ERROR
+    return code

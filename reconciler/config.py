@@ -1,0 +1,213 @@
+"""The daemon's configuration file: where Git and Proxmox are, and the site's approved values."""
+
+from __future__ import annotations
+
+import os
+import re
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path, PurePosixPath
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reconciler.errors import ConfigError
+from reconciler.problems import from_validation_error, load_yaml
+
+DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
+TOKEN_SECRET_ENV = "PROXMOX_TOKEN_SECRET"
+GIT_TOKEN_ENV = "RECONCILER_GIT_TOKEN"
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GitConfig(Strict):
+    remote: str = Field(min_length=1)
+    branch: str = Field(default="main", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    checkout: Path
+    author: str = "reconciler <reconciler@localhost>"
+    # Basic-auth user for https remotes with a token from RECONCILER_GIT_TOKEN; Gitea accepts any.
+    username: str = "reconciler"
+    ssh_key: Path | None = None
+
+    @field_validator("remote")
+    @classmethod
+    def _no_inline_credentials(cls, value: str) -> str:
+        if re.match(r"^https?://[^/@]+:[^/@]*@", value):
+            raise ValueError(f"put no password in the URL; set {GIT_TOKEN_ENV} in the environment instead")
+        return value
+
+    @field_validator("author")
+    @classmethod
+    def _author_shape(cls, value: str) -> str:
+        if not re.fullmatch(r"[^<>]+ <[^<>\s]+>", value):
+            raise ValueError("must look like 'Name <email>'")
+        return value
+
+    @property
+    def author_name(self) -> str:
+        return self.author.split(" <")[0]
+
+    @property
+    def author_email(self) -> str:
+        return self.author.split(" <")[1].rstrip(">")
+
+
+class PathsConfig(Strict):
+    requests: str = "requests"
+    status: str = "status"
+    caddy: str = "caddy/services"
+
+    @field_validator("requests", "status", "caddy")
+    @classmethod
+    def _inside_repo(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or not path.parts or value.startswith("."):
+            raise ValueError("must be a relative path inside the repository, without '..'")
+        return str(path)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PathsConfig:
+        dirs = [PurePosixPath(p) for p in (self.requests, self.status, self.caddy)]
+        for i, a in enumerate(dirs):
+            for b in dirs[i + 1 :]:
+                if a == b or a in b.parents or b in a.parents:
+                    raise ValueError(f"{a} and {b} overlap; the reconciler writes only outside requests")
+        return self
+
+
+class ProxmoxConfig(Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(default=8006, ge=1, le=65535)
+    token_id: str = Field(pattern=r"^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*$")
+    verify_ssl: bool = True
+    ca_file: Path | None = None
+    timeout: float = Field(default=15.0, gt=0)
+    task_timeout: float = Field(default=600.0, gt=0)
+    address_timeout: float = Field(default=60.0, ge=0)
+    parallel_per_node: int = Field(default=2, ge=1, le=16)
+
+
+class BridgeConfig(Strict):
+    cidr: IPv4Network
+    gateway: IPv4Address | None = None
+
+    @model_validator(mode="after")
+    def _gateway_inside(self) -> BridgeConfig:
+        if self.gateway is not None and self.gateway not in self.cidr:
+            raise ValueError(f"gateway {self.gateway} is outside {self.cidr}")
+        return self
+
+
+class Range(Strict):
+    """An inclusive [low, high] range, written as a two-item list."""
+
+    low: int
+    high: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            if len(value) != 2:
+                raise ValueError("must be [low, high]")
+            return {"low": value[0], "high": value[1]}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        return self
+
+    def __contains__(self, value: int) -> bool:
+        return self.low <= value <= self.high
+
+    def __str__(self) -> str:
+        return f"{self.low}..{self.high}"
+
+
+class Limits(Strict):
+    cores: Range
+    memory: Range
+    disk: Range
+
+
+class SiteConfig(Strict):
+    nodes: list[Name] = Field(min_length=1)
+    storages: list[Name] = Field(min_length=1)
+    bridges: dict[Name, BridgeConfig] = Field(min_length=1)
+    vlans: list[Annotated[int, Field(ge=1, le=4094)]] = []
+    templates: dict[Name, Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+:vztmpl/[^/\s]+$")]] = Field(
+        min_length=1
+    )
+    limits: Limits
+    vmid_range: Range
+    reserved_ips: list[IPv4Address] = []
+
+    @field_validator("vmid_range")
+    @classmethod
+    def _vmids(cls, value: Range) -> Range:
+        if value.low < 100 or value.high > 999_999_999:
+            raise ValueError("Proxmox VMIDs lie in 100..999999999")
+        return value
+
+
+class StateConfig(Strict):
+    database: Path
+
+
+class Config(Strict):
+    git: GitConfig
+    paths: PathsConfig = PathsConfig()
+    proxmox: ProxmoxConfig
+    site: SiteConfig
+    state: StateConfig
+    # Where the profiles live; the ones shipped with the reconciler when omitted.
+    profiles: Path | None = None
+
+
+def _resolve(base: Path, raw: dict[str, object]) -> None:
+    """Make relative file paths relative to the config file, so a config can travel with its files."""
+    for section, key in (("git", "checkout"), ("git", "ssh_key"), ("proxmox", "ca_file"), ("state", "database")):
+        block = raw.get(section)
+        if isinstance(block, dict) and isinstance(block.get(key), str) and not Path(block[key]).is_absolute():
+            block[key] = str(base / block[key])
+    if isinstance(raw.get("profiles"), str) and not Path(str(raw["profiles"])).is_absolute():
+        raw["profiles"] = str(base / str(raw["profiles"]))
+    git = raw.get("git")
+    if isinstance(git, dict) and isinstance(git.get("remote"), str):
+        remote = git["remote"]
+        if "://" not in remote and ":" not in remote.split("/")[0] and not Path(remote).is_absolute():
+            git["remote"] = str(base / remote)
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config file; raises ConfigError with one line per problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    try:
+        raw = load_yaml(text)
+    except ValueError as exc:
+        raise ConfigError(str(path), [str(exc)]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), ["must be a mapping of sections (git, proxmox, site, state)"])
+    _resolve(path.resolve().parent, raw)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(str(path), [str(p) for p in from_validation_error(exc)]) from None
+
+
+def token_secret(environ: dict[str, str] | None = None) -> str:
+    """The Proxmox API token secret, from the environment only."""
+    env = os.environ if environ is None else environ
+    secret = env.get(TOKEN_SECRET_ENV, "")
+    if not secret:
+        raise ConfigError("environment", [f"{TOKEN_SECRET_ENV} is not set (the Proxmox API token secret)"])
+    return secret

@@ -1,0 +1,1 @@
+"""Desired state: request files, profiles and the site's approved values, validated."""

@@ -1,0 +1,99 @@
+"""Profiles (`profiles/*.yaml`): the few vetted shapes a workload may take."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from reconciler.errors import ConfigError
+from reconciler.problems import from_validation_error, load_yaml
+
+PACKAGE_SETS_FILE = "package-sets.yaml"
+# The only things a profile may ask to run after create; requests can name none of them.
+PostCreateAction = Literal[
+    "install-packages",
+    "prepare-docroot",
+    "write-web-server-config",
+    "enable-node-exporter",
+    "enable-docker",
+]
+
+
+class Features(BaseModel):
+    """Proxmox container features. Only nesting: an API token may set no other (keyctl, fuse are root@pam's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    nesting: bool = False
+
+    def pve_value(self) -> str | None:
+        return "nesting=1" if self.nesting else None
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")]
+    description: str
+    supported_kind: Literal["lxc"]
+    template: str = Field(description="a key of site.templates")
+    package_sets: list[str] = []
+    default_web_server: Literal["nginx", "apache", "none"] = "none"
+    default_port: int | None = Field(default=None, ge=1, le=65535)
+    allow_domain: bool = False
+    allow_public_exposure: bool = False
+    monitoring: bool = False
+    post_create_actions: list[PostCreateAction] = []
+    features: Features = Features()
+    unprivileged: Literal[True] = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        if self.allow_public_exposure and not self.allow_domain:
+            raise ValueError("allow_public_exposure needs allow_domain")
+        return self
+
+
+def builtin_profiles_dir() -> Path:
+    """The profiles shipped with the reconciler (repository root in a checkout, package data when installed)."""
+    here = Path(__file__).resolve().parent.parent
+    packaged = here / "_data" / "profiles"
+    return packaged if packaged.is_dir() else here.parent / "profiles"
+
+
+def load_profiles(directory: Path, templates: set[str] | None = None) -> dict[str, Profile]:
+    """Read every profile in directory; raises ConfigError naming each bad file and field."""
+    problems: list[str] = []
+    sets_path = directory / PACKAGE_SETS_FILE
+    try:
+        package_sets = load_yaml(sets_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(sets_path), [str(exc)]) from None
+    if not isinstance(package_sets, dict) or not all(
+        isinstance(v, list) and all(isinstance(p, str) for p in v) for v in package_sets.values()
+    ):
+        raise ConfigError(str(sets_path), ["must map each set name to a list of package names"])
+    profiles: dict[str, Profile] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        if path.name == PACKAGE_SETS_FILE:
+            continue
+        try:
+            profile = Profile.model_validate(load_yaml(path.read_text(encoding="utf-8")))
+        except ValueError as exc:  # ValidationError is a ValueError too
+            found = from_validation_error(exc) if isinstance(exc, ValidationError) else [str(exc)]
+            problems += [f"{path.name}: {p}" for p in found]
+            continue
+        if profile.name != path.stem:
+            problems.append(f"{path.name}: name: must equal the file name ({path.stem})")
+        unknown = [s for s in profile.package_sets if s not in package_sets]
+        if unknown:
+            problems.append(f"{path.name}: package_sets: not in {PACKAGE_SETS_FILE}: {', '.join(unknown)}")
+        if templates is not None and profile.template not in templates:
+            problems.append(f"{path.name}: template: {profile.template!r} is not in site.templates")
+        profiles[profile.name] = profile
+    if not profiles and not problems:
+        problems.append("no profiles found")
+    if problems:
+        raise ConfigError(str(directory), problems)
+    return profiles

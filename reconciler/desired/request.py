@@ -1,0 +1,86 @@
+"""The request file format, `requests/<name>.yaml`: one workload per file (published in schemas/)."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+API_VERSION = "reconciler/v1"
+# RFC 1123 label: what Proxmox accepts as a hostname and what makes a safe file stem and tag.
+DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+DOMAIN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+Label = Annotated[str, Field(pattern=DNS_LABEL)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(Strict):
+    cores: int = Field(description="CPU cores")
+    memory: int = Field(description="RAM in MB")
+    disk: int = Field(description="root disk in GB")
+
+
+class Network(Strict):
+    mode: Literal["dhcp", "static"]
+    address: IPv4Interface | None = Field(default=None, description="CIDR, static mode only")
+    gateway: IPv4Address | None = Field(default=None, description="defaults to the bridge's gateway")
+    bridge: str
+    vlan: int | None = Field(default=None, ge=1, le=4094)
+
+    @model_validator(mode="after")
+    def _address_matches_mode(self) -> Network:
+        if self.mode == "static" and self.address is None:
+            raise ValueError("address is required when mode is static")
+        if self.mode == "dhcp" and (self.address is not None or self.gateway is not None):
+            raise ValueError("address and gateway are for mode static; DHCP assigns them")
+        return self
+
+
+class Service(Strict):
+    domain: Annotated[str, Field(pattern=DOMAIN, max_length=253)] | None = None
+    expose: bool = Field(default=False, description="write the Caddy service YAML")
+    visibility: Literal["public", "internal"] = "internal"
+    port: int | None = Field(default=None, ge=1, le=65535, description="defaults from the profile")
+    health: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/%-]*$", max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _expose_needs_domain(self) -> Service:
+        if self.expose and self.domain is None:
+            raise ValueError("expose: true needs a domain")
+        return self
+
+
+class Request(Strict):
+    """One workload: what the operator wants Proxmox to run."""
+
+    apiVersion: Literal["reconciler/v1"]  # noqa: N815 - the file's key
+    kind: Literal["lxc", "vm"]
+    name: Label
+    profile: str
+    hostname: Label | None = Field(default=None, description="defaults to name")
+    description: Annotated[str, Field(max_length=1024)] = ""
+    node: str
+    storage: str
+    resources: Resources
+    start: bool = True
+    network: Network
+    service: Service | None = None
+    monitoring: bool | None = Field(default=None, description="profile default when omitted")
+
+    @property
+    def host(self) -> str:
+        return self.hostname or self.name
+
+
+def json_schema() -> str:
+    """The JSON Schema of a request file, as published in schemas/request.schema.json."""
+    schema = Request.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://reconciler.invalid/schemas/request.schema.json"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

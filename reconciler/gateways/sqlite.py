@@ -1,0 +1,238 @@
+"""The only module that touches SQLite: jobs, their logs, and the containers the reconciler created."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    type TEXT NOT NULL,
+    request TEXT NOT NULL,
+    profile TEXT,
+    payload_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
+    summary TEXT NOT NULL DEFAULT '',
+    result_json TEXT,
+    error_message TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_request ON jobs (request, id);
+CREATE TABLE IF NOT EXISTS job_logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL REFERENCES jobs (id),
+    timestamp TEXT NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs (job_id, id);
+CREATE TABLE IF NOT EXISTS created_resources (
+    request TEXT PRIMARY KEY,
+    vmid INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('creating', 'created')),
+    address TEXT,
+    job_id INTEGER REFERENCES jobs (id),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    type: str
+    request: str
+    profile: str | None
+    payload: dict[str, object]
+    status: str
+    summary: str
+    result: dict[str, object] | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    timestamp: str
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A container the reconciler created (or is creating) for a request."""
+
+    request: str
+    vmid: int
+    node: str
+    state: str  # creating | created
+    address: str | None
+    job_id: int | None
+
+
+class JobStore:
+    """Jobs, job logs and created resources in one SQLite file; safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # jobs
+
+    def create_job(self, type_: str, request: str, profile: str | None, payload: dict[str, object]) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (created_at, type, request, profile, payload_json, status)"
+                " VALUES (?, ?, ?, ?, ?, 'pending')",
+                (now(), type_, request, profile, json.dumps(payload, sort_keys=True)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def start_job(self, job_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET status='running', started_at=? WHERE id=?", (now(), job_id))
+
+    def finish_job(
+        self,
+        job_id: int,
+        ok: bool,
+        summary: str,
+        result: dict[str, object] | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET status=?, finished_at=?, summary=?, result_json=?, error_message=? WHERE id=?",
+                (
+                    "succeeded" if ok else "failed",
+                    now(),
+                    summary,
+                    json.dumps(result, sort_keys=True) if result is not None else None,
+                    error,
+                    job_id,
+                ),
+            )
+
+    def interrupt_running(self, reason: str) -> int:
+        """Mark jobs left running (by a crash or a stop) as failed; how many there were."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status='failed', finished_at=?, error_message=?, summary='interrupted'"
+                " WHERE status IN ('pending', 'running')",
+                (now(), reason),
+            )
+            return cur.rowcount
+
+    def log(self, job_id: int, level: str, message: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO job_logs (job_id, timestamp, level, message) VALUES (?, ?, ?, ?)",
+                (job_id, now(), level, message),
+            )
+
+    def job(self, job_id: int) -> Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def jobs(self, limit: int = 50, request: str | None = None) -> list[Job]:
+        """The newest jobs first, optionally of one request."""
+        query, args = "SELECT * FROM jobs", []
+        if request:
+            query, args = query + " WHERE request=?", [request]
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_job(r) for r in rows]
+
+    def logs(self, job_id: int) -> list[LogLine]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT timestamp, level, message FROM job_logs WHERE job_id=? ORDER BY id", (job_id,)
+            ).fetchall()
+        return [LogLine(r["timestamp"], r["level"], r["message"]) for r in rows]
+
+    # created resources
+
+    def record_resource(
+        self, request: str, vmid: int, node: str, state: str, job_id: int | None, address: str | None = None
+    ) -> None:
+        stamp = now()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO created_resources (request, vmid, node, kind, state, address, job_id,"
+                " created_at, updated_at) VALUES (?, ?, ?, 'lxc', ?, ?, ?, ?, ?)"
+                " ON CONFLICT (request) DO UPDATE SET vmid=excluded.vmid, node=excluded.node,"
+                " state=excluded.state, address=COALESCE(excluded.address, address), job_id=excluded.job_id,"
+                " updated_at=excluded.updated_at",
+                (request, vmid, node, state, address, job_id, stamp, stamp),
+            )
+
+    def set_address(self, request: str, address: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE created_resources SET address=?, updated_at=? WHERE request=?", (address, now(), request)
+            )
+
+    def resources(self) -> dict[str, Resource]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM created_resources").fetchall()
+        return {
+            r["request"]: Resource(r["request"], r["vmid"], r["node"], r["state"], r["address"], r["job_id"])
+            for r in rows
+        }
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        type=row["type"],
+        request=row["request"],
+        profile=row["profile"],
+        payload=json.loads(row["payload_json"]),
+        status=row["status"],
+        summary=row["summary"],
+        result=json.loads(row["result_json"]) if row["result_json"] else None,
+        error_message=row["error_message"],
+    )

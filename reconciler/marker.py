@@ -1,0 +1,33 @@
+"""How a guest says the reconciler owns it: two Proxmox tags, `reconciler` and `reconciler.<request>`.
+
+Tags show in /cluster/resources, so one call finds every owned guest after a restart; a guest without
+both tags is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+OWNER_TAG = "reconciler"
+NAME_PREFIX = "reconciler."
+MONITORING_TAG = "monitoring"
+
+
+def tags_for(request: str, monitoring: bool) -> list[str]:
+    """The tags a new container carries, in Proxmox's order (sorted)."""
+    return sorted([OWNER_TAG, NAME_PREFIX + request] + ([MONITORING_TAG] if monitoring else []))
+
+
+def owner_of(tags: Iterable[str]) -> str | None:
+    """The request a guest belongs to, or None when the reconciler does not own it."""
+    tags = list(tags)
+    if OWNER_TAG not in tags:
+        return None
+    names = [t[len(NAME_PREFIX) :] for t in tags if t.startswith(NAME_PREFIX)]
+    return names[0] if len(names) == 1 and names[0] else None
+
+
+def description_for(request: str, path: str, text: str) -> str:
+    """The container's description: the operator's text, then where it came from."""
+    note = f"Managed by reconciler for request {request} ({path}). Change the request file, not this guest."
+    return f"{text}\n\n{note}" if text else note

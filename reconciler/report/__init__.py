@@ -1,0 +1,1 @@
+"""Report: the files the reconciler writes back to Git (status, Caddy services)."""

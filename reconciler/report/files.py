@@ -1,0 +1,61 @@
+"""Where generated files may go: only into the configured status and Caddy directories, by construction."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import PurePosixPath
+
+from reconciler.config import PathsConfig
+from reconciler.desired.request import DOMAIN
+
+_SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class GeneratedPaths:
+    """Builds every path the reconciler writes; none can leave its directory."""
+
+    def __init__(self, paths: PathsConfig) -> None:
+        self.status_dir = PurePosixPath(paths.status)
+        self.caddy_dir = PurePosixPath(paths.caddy)
+
+    def status(self, stem: str) -> str:
+        """status/<stem>.yaml for the request file requests/<stem>.yaml (any stem, made safe)."""
+        safe = _SAFE_STEM.sub("_", stem).lstrip(".") or "_"
+        return self._inside(self.status_dir, f"{safe}.yaml")
+
+    def caddy(self, domain: str) -> str:
+        """caddy/services/<domain>.yaml; the domain must be a valid DNS name."""
+        if not re.fullmatch(DOMAIN, domain):
+            raise ValueError(f"not a domain name: {domain!r}")
+        return self._inside(self.caddy_dir, f"{domain}.yaml")
+
+    @staticmethod
+    def _inside(directory: PurePosixPath, filename: str) -> str:
+        path = directory / filename
+        if path.parent != directory or "/" in filename or filename.startswith("."):
+            raise ValueError(f"refusing to write {path}: outside {directory}")
+        return str(path)
+
+
+def changes(
+    existing: Mapping[str, bytes],
+    wanted: Mapping[str, str],
+    owned: Callable[[bytes], bool],
+    keep: Callable[[str, bytes], bool] = lambda path, text: False,
+) -> dict[str, str | None]:
+    """The writes (text) and deletions (None) that turn existing generated files into wanted ones.
+
+    Only files whose content the reconciler wrote (owned) are ever changed or deleted; keep spares some.
+    """
+    out: dict[str, str | None] = {}
+    for path, text in wanted.items():
+        current = existing.get(path)
+        if current is not None and not owned(current):
+            continue  # a hand-written file: never overwritten (validation reports the clash)
+        if current is None or current.decode("utf-8", "replace") != text:
+            out[path] = text
+    for path, current in existing.items():
+        if path not in wanted and owned(current) and not keep(path, current):
+            out[path] = None
+    return out
