@@ -110,17 +110,17 @@ def cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
                     f"  {job.error_message or job.summary}\n"
                 )
             return 0
-        job = store.job(args.id)
-        if job is None:
+        one = store.job(args.id)
+        if one is None:
             out.write(f"no job {args.id}\n")
             return EXIT_FAILED
         out.write(
-            f"job {job.id}: {job.type} {job.request} ({job.profile or '-'}): {job.status}\n"
-            f"created {job.created_at}, started {job.started_at}, finished {job.finished_at}\n"
+            f"job {one.id}: {one.type} {one.request} ({one.profile or '-'}): {one.status}\n"
+            f"created {one.created_at}, started {one.started_at}, finished {one.finished_at}\n"
         )
-        if job.error_message:
-            out.write(f"error: {job.error_message}\n")
-        for line in store.logs(job.id):
+        if one.error_message:
+            out.write(f"error: {one.error_message}\n")
+        for line in store.logs(one.id):
             out.write(f"{line.timestamp} {line.level:<5} {line.message}\n")
         return 0
     finally:

@@ -141,9 +141,7 @@ class SiteConfig(Strict):
     storages: list[Name] = Field(min_length=1)
     bridges: dict[Name, BridgeConfig] = Field(min_length=1)
     vlans: list[Annotated[int, Field(ge=1, le=4094)]] = []
-    templates: dict[Name, Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+:vztmpl/[^/\s]+$")]] = Field(
-        min_length=1
-    )
+    templates: dict[Name, Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+:vztmpl/[^/\s]+$")]] = Field(min_length=1)
     limits: Limits
     vmid_range: Range
     reserved_ips: list[IPv4Address] = []
@@ -172,7 +170,12 @@ class Config(Strict):
 
 def _resolve(base: Path, raw: dict[str, object]) -> None:
     """Make relative file paths relative to the config file, so a config can travel with its files."""
-    for section, key in (("git", "checkout"), ("git", "ssh_key"), ("proxmox", "ca_file"), ("state", "database")):
+    for section, key in (
+        ("git", "checkout"),
+        ("git", "ssh_key"),
+        ("proxmox", "ca_file"),
+        ("state", "database"),
+    ):
         block = raw.get(section)
         if isinstance(block, dict) and isinstance(block.get(key), str) and not Path(block[key]).is_absolute():
             block[key] = str(base / block[key])

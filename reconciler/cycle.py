@@ -150,8 +150,18 @@ class Reconciler:
             service = self.paths.caddy(d.domain) if d.exposed and d.domain else None
             result: Outcome | None = by_outcome.get(d.name)
             if result is not None:
-                new = Status(d.name, d.path, result.phase, result.message, d.revision, result.vmid, result.node,
-                             result.address, service, result.job_id)
+                new = Status(
+                    d.name,
+                    d.path,
+                    result.phase,
+                    result.message,
+                    d.revision,
+                    result.vmid,
+                    result.node,
+                    result.address,
+                    service,
+                    result.job_id,
+                )
             else:
                 v = verdicts[d.name]
                 new = Status(d.name, d.path, v.phase, v.message, d.revision, v.vmid, v.node, v.address, service)
@@ -162,14 +172,27 @@ class Reconciler:
             if guests:
                 message += f"; container {guests[0].vmid} is left as it is"
             out[inv.name] = Status(
-                inv.name, inv.path, "Invalid", message, inv.revision,
-                guests[0].vmid if guests else None, guests[0].node if guests else None,
+                inv.name,
+                inv.path,
+                "Invalid",
+                message,
+                inv.revision,
+                guests[0].vmid if guests else None,
+                guests[0].node if guests else None,
                 problems=[str(p) for p in inv.problems],
             )
         for name, v in verdicts.items():
             if v.phase == "Orphaned":
-                out[name] = Status(name, previous[name].request if name in previous else f"{name} (removed)",
-                                   v.phase, v.message, None, v.vmid, v.node, v.address)
+                out[name] = Status(
+                    name,
+                    previous[name].request if name in previous else f"{name} (removed)",
+                    v.phase,
+                    v.message,
+                    None,
+                    v.vmid,
+                    v.node,
+                    v.address,
+                )
         for name, new in list(out.items()):
             old = previous.get(name)
             if old is not None and new.same_as(old):

@@ -55,6 +55,7 @@ def write_config(
     vmid_range: tuple[int, int] = (200, 299),
 ) -> Path:
     """A config for the fake cluster (nodes pve1..pve3, bridge vmbr0 on 192.168.50.0/24) under root."""
+    root.mkdir(parents=True, exist_ok=True)
     path = root / "config.yaml"
     path.write_text(
         CONFIG.format(

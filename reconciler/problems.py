@@ -43,7 +43,7 @@ def from_validation_error(error: ValidationError) -> list[Problem]:
 def load_yaml(text: str | bytes) -> object:
     """Parse YAML safely; raises ValueError with the line of the first error."""
     try:
-        return yaml.load(text, Loader=SafeLoader)  # noqa: S506 - SafeLoader
+        return yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -1,4 +1,4 @@
-"""Wire a config to real gateways: the profiles, Proxmox (with the secret from the environment), Git, SQLite."""
+"""Wire a config to real gateways: profiles, Proxmox (secret from the environment), Git, SQLite."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ class Service(Strict):
 class Request(Strict):
     """One workload: what the operator wants Proxmox to run."""
 
-    apiVersion: Literal["reconciler/v1"]  # noqa: N815 - the file's key
+    apiVersion: Literal["reconciler/v1"]
     kind: Literal["lxc", "vm"]
     name: Label
     profile: str

@@ -171,8 +171,7 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
         request=request,
         profile=profile,
         template=site.templates[profile.template] if site else profile.template,
-        gateway=request.network.gateway
-        or (bridge.gateway if bridge and request.network.mode == "static" else None),
+        gateway=request.network.gateway or (bridge.gateway if bridge and request.network.mode == "static" else None),
         port=(service.port or profile.default_port) if service else profile.default_port,
         monitoring=profile.monitoring if request.monitoring is None else request.monitoring,
         path=file.path,

@@ -186,8 +186,12 @@ def seed_bare_repo(path: Path, files: Mapping[str, bytes], author: str, branch: 
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     repo.git.add("--all")
-    env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
-           "GIT_COMMITTER_EMAIL": email}
+    env = {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
     repo.git.execute(["git", "commit", "-q", "-m", "Seed requests"], env={**os.environ, **env})
     repo.git.push("origin", f"HEAD:refs/heads/{branch}")
     revision = str(repo.head.commit.hexsha)

@@ -209,7 +209,8 @@ class JobStore:
     def set_address(self, request: str, address: str) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE created_resources SET address=?, updated_at=? WHERE request=?", (address, now(), request)
+                "UPDATE created_resources SET address=?, updated_at=? WHERE request=?",
+                (address, now(), request),
             )
 
     def resources(self) -> dict[str, Resource]:
