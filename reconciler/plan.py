@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -125,7 +125,7 @@ def _drift(desired: Desired, guest: GuestInfo) -> list[str]:
     return out
 
 
-def _free_vmids(vmid_range: Range, taken: Iterable[int]) -> Iterable[int]:
+def _free_vmids(vmid_range: Range, taken: Iterable[int]) -> Iterator[int]:
     used = set(taken)
     return (v for v in range(vmid_range.low, vmid_range.high + 1) if v not in used)
 
@@ -172,13 +172,17 @@ def plan(
             result.actions.append(Create(d, vmid))
             continue
         guest = guests[0]
-        where = {"vmid": guest.vmid, "node": guest.node}
         if guest.lock == "create":
-            result.verdicts[name] = Verdict("Provisioning", f"container {guest.vmid} is being created", **where)
+            result.verdicts[name] = Verdict(
+                "Provisioning", f"container {guest.vmid} is being created", vmid=guest.vmid, node=guest.node
+            )
             continue
         if guest.status == "unknown":
             result.verdicts[name] = Verdict(
-                "Failed", f"node {guest.node} is offline: state of container {guest.vmid} unknown", **where
+                "Failed",
+                f"node {guest.node} is offline: state of container {guest.vmid} unknown",
+                vmid=guest.vmid,
+                node=guest.node,
             )
             continue
         if guest.status != "running" and d.request.start:
@@ -192,7 +196,7 @@ def plan(
         drift = _drift(d, guest)
         if drift:
             message += "; differs from the request (not changed automatically): " + ", ".join(drift)
-        result.verdicts[name] = Verdict("Ready", message, address=address, **where)
+        result.verdicts[name] = Verdict("Ready", message, address=address, vmid=guest.vmid, node=guest.node)
     wanted = set(request_names) | {d.name for d in desired}
     for name, guests in sorted(observed.owned.items()):
         if name not in wanted:

@@ -204,8 +204,9 @@ def test_a_dhcp_lease_that_does_not_come_leaves_the_request_provisioning_until_i
 def test_a_stopped_container_is_started_and_foreign_guests_are_never_touched(
     operator: OperatorClone, cluster: FakeCluster, runtime: Runtime
 ) -> None:
-    foreign = cluster.pve.add_ct(250, "handmade", node="pve1", status="stopped",
-                                 config={"net0": "name=eth0,bridge=vmbr0,ip=192.168.50.50/24"})
+    foreign = cluster.pve.add_ct(
+        250, "handmade", node="pve1", status="stopped", config={"net0": "name=eth0,bridge=vmbr0,ip=192.168.50.50/24"}
+    )
     operator.write("requests/svc.yaml", request_yaml("svc"))
     operator.push()
     runtime.reconciler.cycle()
