@@ -49,6 +49,8 @@ def open_runtime(
     profiles = profiles_for(config)
     pve = Proxmox(config.proxmox, secret, on_request=on_request)
     store = JobStore(config.state.database)
+    # Jobs still marked running were cut short by a crash or a kill: say so rather than leave them hanging.
+    store.interrupt_running("interrupted: the reconciler stopped before the job finished")
     checkout = Checkout(config.git, env)
     reconciler = Reconciler(config, profiles, pve, store, checkout, on_job=on_job, stopping=stopping)
     return Runtime(reconciler, store, pve, checkout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,14 +15,25 @@ import git
 import pytest
 import yaml
 
-from reconciler.config import TOKEN_SECRET_ENV, Config, load_config
+from reconciler.config import TOKEN_SECRET_ENV, Config, SiteConfig, load_config
 from reconciler.demo import AUTHOR, TOKEN_ID, write_config
+from reconciler.desired.profile import builtin_profiles_dir, load_profiles
 from reconciler.fake import DhcpFakePve, add_token, new_fake, serving
 from reconciler.gateways.git import seed_bare_repo
 from reconciler.gateways.proxmox import REQUIRED_PRIVILEGES
 from reconciler.runtime import Runtime, open_runtime
 
 NODES = ("pve1", "pve2", "pve3")
+
+
+def _site() -> SiteConfig:
+    """The demo's site values (nodes pve1..pve3, vmbr0 on 192.168.50.0/24), for the pure tests."""
+    with tempfile.TemporaryDirectory() as root:
+        return load_config(write_config(Path(root), Path(root) / "r.git", 8006, f"{root}/ca.pem")).site
+
+
+SITE = _site()
+PROFILES = load_profiles(builtin_profiles_dir())
 
 
 @dataclass
@@ -126,7 +138,7 @@ def runtime(config: Config, env: dict[str, str]) -> Iterator[Runtime]:
     rt.close()
 
 
-def request_yaml(name: str, **changes: Any) -> str:
+def request_yaml(name: str, /, **changes: Any) -> str:
     """A valid request file for the test site; keyword arguments replace top-level keys (None drops one)."""
     doc: dict[str, Any] = yaml.safe_load(
         textwrap.dedent(
