@@ -23,6 +23,7 @@ from reconciler.gateways.sqlite import JobStore
 from reconciler.plan import Action, Create, FindAddress, Phase, Start, create_params
 
 JobHook = Callable[[str, bool, float], None]  # (job type, succeeded, seconds)
+Heartbeat = Callable[[], None]  # called while waiting on Proxmox, e.g. to ping systemd's watchdog
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,20 @@ class Applier:
         config: ProxmoxConfig,
         on_job: JobHook | None = None,
         stopping: threading.Event | None = None,
+        stop_grace: float = 60.0,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.pve = pve
         self.store = store
         self.config = config
         self.on_job = on_job or (lambda job_type, ok, seconds: None)
         self.stopping = stopping or threading.Event()
+        self.stop_grace = stop_grace
+        self.heartbeat = heartbeat or (lambda: None)
+        self._stop_seen: float | None = None
 
     def apply(self, actions: Iterable[Action]) -> list[Outcome]:
-        """Carry out every action; one outcome each, in the order given."""
+        """Carry out the actions, in the order given; once stopping, the ones not yet started are left out."""
         actions = list(actions)
         by_node: dict[str, list[int]] = {}
         for index, action in enumerate(actions):
@@ -89,8 +95,10 @@ class Applier:
             list(nodes.map(run_node, by_node.values()))
         return [o for o in outcomes if o is not None]
 
-    def run(self, action: Action) -> Outcome:
-        """One action as one job; never raises for a failure of the request itself."""
+    def run(self, action: Action) -> Outcome | None:
+        """One action as one job; never raises for a failure of the request itself. None: not started."""
+        if self.stopping.is_set():
+            return None
         d = action.desired
         job_type = {Create: "create", Start: "start", FindAddress: "find-address"}[type(action)]
         payload: dict[str, object] = {"vmid": action.vmid, "node": action.node, "revision": d.revision}
@@ -102,8 +110,6 @@ class Applier:
         self.store.start_job(job_id)
         log.info(action.describe())
         try:
-            if self.stopping.is_set():
-                raise RequestFailed(d.name, job_type, "the reconciler is shutting down; not started")
             if isinstance(action, Create):
                 outcome = self._create(action, log)
             elif isinstance(action, Start):
@@ -145,13 +151,25 @@ class Applier:
         try:
             upid = submit()
             log.info(f"{step} task {upid}", upid=upid)
-            result = self.pve.wait_task(node, upid, self.config.task_timeout, step)
+            result = self.pve.wait_task(node, upid, self.config.task_timeout, step, abort=self._abort)
         except ProxmoxError as exc:
             raise RequestFailed(name, step, exc.reason) from None
         if not result.ok:
             for line in result.log:
                 self.store.log(log.job_id, "error", f"task log: {line}")
             raise RequestFailed(name, step, result.exitstatus)
+
+    def _abort(self) -> str | None:
+        """Why to stop waiting on a task: the stop grace after SIGTERM ran out. Also beats the heart."""
+        self.heartbeat()
+        if not self.stopping.is_set():
+            return None
+        now = time.monotonic()
+        if self._stop_seen is None:
+            self._stop_seen = now
+        if now - self._stop_seen < self.stop_grace:
+            return None
+        return "interrupted: the reconciler stopped"
 
     def _create(self, action: Create, log: JobLog) -> Outcome:
         d, node, vmid = action.desired, action.node, action.vmid

@@ -14,6 +14,7 @@ from reconciler.desired.profile import builtin_profiles_dir, load_profiles
 from reconciler.desired.request import json_schema
 from reconciler.desired.validate import RequestFile, validate
 from reconciler.errors import ConfigError, GitError, ProxmoxError
+from reconciler.lock import AlreadyRunning
 
 EXIT_FAILED = 1  # some request is Failed or Invalid
 EXIT_ERROR = 2  # the command could not run: config, Git or Proxmox trouble
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         for problem in exc.problems:
             sys.stderr.write(f"reconciler: {exc.source}: {problem}\n")
         return EXIT_ERROR
-    except (GitError, ProxmoxError) as exc:
+    except (GitError, ProxmoxError, AlreadyRunning) as exc:
         sys.stderr.write(f"reconciler: {exc}\n")
         return EXIT_ERROR
     return code

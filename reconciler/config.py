@@ -158,12 +158,44 @@ class StateConfig(Strict):
     database: Path
 
 
+class HttpConfig(Strict):
+    """The daemon's one HTTP listener: /webhook, /metrics, /healthz, /readyz."""
+
+    listen: str = Field(default="127.0.0.1:9105", pattern=r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
+    webhook_secret_env: str = Field(default="RECONCILER_WEBHOOK_SECRET", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    max_body: int = Field(default=1024 * 1024, ge=1024, description="bytes; a larger webhook body gets 413")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+class DaemonConfig(Strict):
+    interval: float = Field(default=60.0, gt=0, description="seconds between polls, with jitter")
+    jitter: float = Field(default=0.1, ge=0, le=0.5, description="share of the interval to vary it by")
+    watch: bool = Field(default=True, description="react to changes of a local remote, the config and profiles")
+    backoff_base: float = Field(default=30.0, gt=0, description="first retry delay of a failed request, s")
+    backoff_max: float = Field(default=3600.0, gt=0, description="longest retry delay, s")
+    stop_grace: float = Field(default=60.0, ge=0, description="s a running task may take after SIGTERM")
+    ready_after: float | None = Field(default=None, gt=0, description="s since the last good cycle for /readyz")
+
+    @property
+    def stale_after(self) -> float:
+        return self.ready_after or max(3 * self.interval, 300.0)
+
+
 class Config(Strict):
     git: GitConfig
     paths: PathsConfig = PathsConfig()
     proxmox: ProxmoxConfig
     site: SiteConfig
     state: StateConfig
+    http: HttpConfig = HttpConfig()
+    daemon: DaemonConfig = DaemonConfig()
     # Where the profiles live; the ones shipped with the reconciler when omitted.
     profiles: Path | None = None
 

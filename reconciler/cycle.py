@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -18,7 +18,7 @@ from reconciler.gateways.git import Checkout
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
 from reconciler.observe import Observed, foreign_addresses, observe
-from reconciler.plan import Create, Plan, plan
+from reconciler.plan import Action, Create, Plan, plan
 from reconciler.report import caddy, status
 from reconciler.report.files import GeneratedPaths, changes
 from reconciler.report.status import Status
@@ -53,6 +53,7 @@ class CycleReport:
     statuses: dict[str, Status]
     decision: Decision
     outcomes: list[Outcome] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
     commit: str | None = None
     seconds: float = 0.0
 
@@ -114,15 +115,22 @@ class Reconciler:
             decision = plan(valid, observed, resources, site.vmid_range, names)
         return Decision(valid, invalid, observed, decision)
 
-    def cycle(self) -> CycleReport:
-        """One full cycle; raises GitError or ProxmoxError only when the cycle as a whole cannot run."""
+    def cycle(self, gate: Callable[[Action], bool] | None = None) -> CycleReport:
+        """One full cycle; raises GitError or ProxmoxError only when the cycle as a whole cannot run.
+
+        gate may hold actions back (a request in retry backoff); they and the actions a shutdown kept
+        from starting are deferred: their requests keep the status they had.
+        """
         began = time.monotonic()
         source = self.read_source()
         decision = self.decide(source)
-        outcomes = self.applier.apply(decision.plan.actions)
-        statuses = self.statuses(source, decision, outcomes)
+        actions = [a for a in decision.plan.actions if gate is None or gate(a)]
+        outcomes = self.applier.apply(actions)
+        done = {o.name for o in outcomes}
+        deferred = {a.desired.name: a for a in decision.plan.actions if a.desired.name not in done}
+        statuses = self.statuses(source, decision, outcomes, deferred)
         files = self.generated_files(source, decision, statuses)
-        report = CycleReport(source.revision, statuses, decision, outcomes)
+        report = CycleReport(source.revision, statuses, decision, outcomes, sorted(deferred))
         summary = ", ".join(f"{n} {p}" for p, n in sorted(report.phases.items()))
         report.commit = self.checkout.publish(files, f"reconciler: {summary or 'no requests'}")
         report.seconds = time.monotonic() - began
@@ -136,8 +144,15 @@ class Reconciler:
         )
         return report
 
-    def statuses(self, source: Source, decision: Decision, outcomes: list[Outcome]) -> dict[str, Status]:
+    def statuses(
+        self,
+        source: Source,
+        decision: Decision,
+        outcomes: list[Outcome],
+        deferred: Mapping[str, Action] | None = None,
+    ) -> dict[str, Status]:
         """The status of every request file, and of owned guests whose request is gone."""
+        deferred = deferred or {}
         previous = {}
         for text in source.status.values():
             parsed = status.parse(text)
@@ -149,6 +164,13 @@ class Reconciler:
         for d in decision.valid:
             service = self.paths.caddy(d.domain) if d.exposed and d.domain else None
             result: Outcome | None = by_outcome.get(d.name)
+            if result is None and d.name in deferred:
+                # Held back: the status it had stands; a new request says what it waits for.
+                waiting = f"waiting to {deferred[d.name].describe()}"
+                out[d.name] = previous.get(d.name) or Status(
+                    d.name, d.path, "Pending", waiting, d.revision, service=service
+                )
+                continue
             if result is not None:
                 new = Status(
                     d.name,

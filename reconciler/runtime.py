@@ -14,6 +14,7 @@ from reconciler.desired.profile import Profile, builtin_profiles_dir, load_profi
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.proxmox import Proxmox, RequestHook
 from reconciler.gateways.sqlite import JobStore
+from reconciler.lock import CheckoutLock
 from reconciler.logs import register_secret
 
 
@@ -28,10 +29,12 @@ class Runtime:
     store: JobStore
     pve: Proxmox
     checkout: Checkout
+    lock: CheckoutLock
 
     def close(self) -> None:
         self.store.close()
         self.checkout.repo.close()
+        self.lock.release()
 
 
 def open_runtime(
@@ -41,16 +44,20 @@ def open_runtime(
     on_request: RequestHook | None = None,
     stopping: threading.Event | None = None,
 ) -> Runtime:
-    """Everything one process needs to run cycles; raises ConfigError for a missing secret or bad profiles."""
+    """Everything one process needs to run cycles, holding the checkout's lock.
+
+    Raises ConfigError for a missing secret or bad profiles, AlreadyRunning when another process holds the lock.
+    """
     env = dict(os.environ if environ is None else environ)
     secret = token_secret(env)
     for value in (secret, env.get(GIT_TOKEN_ENV, "")):
         register_secret(value)
     profiles = profiles_for(config)
+    lock = CheckoutLock(config.git.checkout).acquire()
     pve = Proxmox(config.proxmox, secret, on_request=on_request)
     store = JobStore(config.state.database)
     # Jobs still marked running were cut short by a crash or a kill: say so rather than leave them hanging.
     store.interrupt_running("interrupted: the reconciler stopped before the job finished")
     checkout = Checkout(config.git, env)
     reconciler = Reconciler(config, profiles, pve, store, checkout, on_job=on_job, stopping=stopping)
-    return Runtime(reconciler, store, pve, checkout)
+    return Runtime(reconciler, store, pve, checkout, lock)

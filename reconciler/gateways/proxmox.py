@@ -187,8 +187,13 @@ class Proxmox:
             out.append(Interface(str(row.get("name", "")), ips))
         return out
 
-    def wait_task(self, node: str, upid: str, timeout: float, step: str) -> TaskResult:
-        """Poll a task until it stops; raises ProxmoxError when it is still running after timeout seconds."""
+    def wait_task(
+        self, node: str, upid: str, timeout: float, step: str, abort: Callable[[], str | None] | None = None
+    ) -> TaskResult:
+        """Poll a task until it stops; raises ProxmoxError when it is still running after timeout seconds.
+
+        abort is asked after every poll; a reason from it stops the wait (the task goes on in Proxmox).
+        """
         deadline = time.monotonic() + timeout
         delay = 0.01
         while True:
@@ -197,6 +202,9 @@ class Proxmox:
                 break
             if time.monotonic() >= deadline:
                 raise ProxmoxError(step, f"task {upid} still running after {timeout:g} s")
+            reason = abort() if abort else None
+            if reason:
+                raise ProxmoxError(step, f"{reason}; task {upid} goes on in Proxmox")
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
         exitstatus = str(status.get("exitstatus", ""))
