@@ -133,6 +133,13 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    """The long-running daemon."""
+    from reconciler.daemon.loop import Daemon
+
+    return Daemon(args.config or DEFAULT_CONFIG).run()
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from reconciler.demo import run_demo
 
@@ -156,6 +163,7 @@ def parser() -> argparse.ArgumentParser:
     for name, fn, text in (
         ("plan", cmd_plan, "print what one cycle would do, changing nothing"),
         ("once", cmd_once, "run one reconcile cycle"),
+        ("run", cmd_run, "run the daemon: reconcile at start, on a timer, a webhook or a watched change"),
     ):
         command(name, fn, text).add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
     p = command("jobs", cmd_jobs, "list jobs, or show one job with its log")
@@ -173,8 +181,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser().parse_args(argv)
     out = out or sys.stdout
     json_lines = None if args.log_format is None else args.log_format == "json"
-    # Command output goes to stdout; the structured log to stderr, so the two never mix.
-    logs.setup(json_lines=json_lines, stream=sys.stderr)
+    # The daemon logs to stdout (journald keeps it); other commands print results there, so they log to stderr.
+    logs.setup(json_lines=json_lines, stream=sys.stdout if args.command == "run" else sys.stderr)
     try:
         code: int = args.fn(args, out)
     except ConfigError as exc:

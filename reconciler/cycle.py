@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from reconciler.apply import Applier, JobHook, Outcome
+from reconciler.apply import Applier, Heartbeat, JobHook, Outcome
 from reconciler.config import Config
 from reconciler.desired.profile import Profile
 from reconciler.desired.validate import Claims, Desired, Invalid, RequestFile, validate
@@ -78,6 +78,7 @@ class Reconciler:
         checkout: Checkout,
         on_job: JobHook | None = None,
         stopping: threading.Event | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.config = config
         self.profiles = profiles
@@ -85,7 +86,15 @@ class Reconciler:
         self.store = store
         self.checkout = checkout
         self.paths = GeneratedPaths(config.paths)
-        self.applier = Applier(pve, store, config.proxmox, on_job=on_job, stopping=stopping)
+        self.applier = Applier(
+            pve,
+            store,
+            config.proxmox,
+            on_job=on_job,
+            stopping=stopping,
+            stop_grace=config.daemon.stop_grace,
+            heartbeat=heartbeat,
+        )
 
     def read_source(self) -> Source:
         """Fetch, fast-forward and read the request files with the commit that last changed each."""

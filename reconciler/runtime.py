@@ -7,7 +7,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from reconciler.apply import JobHook
+from reconciler.apply import Heartbeat, JobHook
 from reconciler.config import GIT_TOKEN_ENV, Config, token_secret
 from reconciler.cycle import Reconciler
 from reconciler.desired.profile import Profile, builtin_profiles_dir, load_profiles
@@ -43,6 +43,7 @@ def open_runtime(
     on_job: JobHook | None = None,
     on_request: RequestHook | None = None,
     stopping: threading.Event | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> Runtime:
     """Everything one process needs to run cycles, holding the checkout's lock.
 
@@ -59,5 +60,7 @@ def open_runtime(
     # Jobs still marked running were cut short by a crash or a kill: say so rather than leave them hanging.
     store.interrupt_running("interrupted: the reconciler stopped before the job finished")
     checkout = Checkout(config.git, env)
-    reconciler = Reconciler(config, profiles, pve, store, checkout, on_job=on_job, stopping=stopping)
+    reconciler = Reconciler(
+        config, profiles, pve, store, checkout, on_job=on_job, stopping=stopping, heartbeat=heartbeat
+    )
     return Runtime(reconciler, store, pve, checkout, lock)

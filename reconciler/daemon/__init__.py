@@ -1,0 +1,1 @@
+"""The long-running daemon: triggers, retry backoff, the HTTP endpoints, metrics, systemd integration."""

@@ -1,0 +1,88 @@
+"""The daemon's Prometheus metrics, all prefixed reconciler_ (seconds for time, _total for counters).
+
+reconciler_cycles_total{result="success|error"}
+reconciler_cycle_duration_seconds (histogram)
+reconciler_requests{phase="Ready|Failed|..."}
+reconciler_requests_in_backoff
+reconciler_jobs_total{type="create|start|find-address|validate", result="succeeded|failed"}
+reconciler_job_duration_seconds{type} (histogram)
+reconciler_proxmox_requests_total{method, status}
+reconciler_git_failures_total{operation="fetch|commit|push|read history"}
+reconciler_webhook_requests_total{result="accepted|ignored|unauthorized|too_large|bad_request|disabled"}
+reconciler_last_success_timestamp_seconds
+reconciler_revision_info{revision}
+reconciler_build_info{version, python}
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from reconciler import __version__
+
+PHASES = ("Pending", "Provisioning", "Ready", "Failed", "Invalid", "Orphaned")
+JOB_TYPES = ("create", "start", "find-address", "validate")
+CYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+JOB_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    """One registry per daemon, so several can live in one test process."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.cycles = Counter("reconciler_cycles", "Reconcile cycles by result.", ["result"], registry=r)
+        self.cycle_seconds = Histogram(
+            "reconciler_cycle_duration_seconds", "Duration of a reconcile cycle.", buckets=CYCLE_BUCKETS, registry=r
+        )
+        self.requests = Gauge(
+            "reconciler_requests", "Request files by phase after the last cycle.", ["phase"], registry=r
+        )
+        self.backoff = Gauge(
+            "reconciler_requests_in_backoff", "Failed requests waiting for their next try.", registry=r
+        )
+        self.jobs = Counter("reconciler_jobs", "Jobs by type and result.", ["type", "result"], registry=r)
+        self.job_seconds = Histogram(
+            "reconciler_job_duration_seconds", "Duration of a job.", ["type"], buckets=JOB_BUCKETS, registry=r
+        )
+        self.proxmox = Counter(
+            "reconciler_proxmox_requests",
+            "Proxmox API requests by method and HTTP status.",
+            ["method", "status"],
+            registry=r,
+        )
+        self.git_failures = Counter("reconciler_git_failures", "Git operations that failed.", ["operation"], registry=r)
+        self.webhooks = Counter("reconciler_webhook_requests", "Webhook deliveries by result.", ["result"], registry=r)
+        self.last_success = Gauge(
+            "reconciler_last_success_timestamp_seconds", "Unix time the last successful cycle finished.", registry=r
+        )
+        self.revision = Info("reconciler_revision", "Git revision last reconciled.", registry=r)
+        Info("reconciler_build", "Version of the reconciler.", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+        for result in ("success", "error"):
+            self.cycles.labels(result)
+        for operation in ("fetch", "push"):
+            self.git_failures.labels(operation)
+        for phase in PHASES:
+            self.requests.labels(phase).set(0)
+        for job_type in JOB_TYPES:
+            for result in ("succeeded", "failed"):
+                self.jobs.labels(job_type, result)
+
+    def job_done(self, job_type: str, ok: bool, seconds: float) -> None:
+        self.jobs.labels(job_type, "succeeded" if ok else "failed").inc()
+        self.job_seconds.labels(job_type).observe(seconds)
+
+    def proxmox_request(self, method: str, status: str) -> None:
+        self.proxmox.labels(method, status).inc()
+
+    def phases(self, counts: Mapping[str, int]) -> None:
+        for phase in PHASES:
+            self.requests.labels(phase).set(counts.get(phase, 0))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
