@@ -178,6 +178,7 @@ class DaemonConfig(Strict):
     interval: float = Field(default=60.0, gt=0, description="seconds between polls, with jitter")
     jitter: float = Field(default=0.1, ge=0, le=0.5, description="share of the interval to vary it by")
     watch: bool = Field(default=True, description="react to changes of a local remote, the config and profiles")
+    recheck: float = Field(default=10.0, gt=0, description="s to the next look while a request is Provisioning")
     backoff_base: float = Field(default=30.0, gt=0, description="first retry delay of a failed request, s")
     backoff_max: float = Field(default=3600.0, gt=0, description="longest retry delay, s")
     stop_grace: float = Field(default=60.0, ge=0, description="s a running task may take after SIGTERM")

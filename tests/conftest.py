@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import textwrap
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,3 +176,110 @@ def request_yaml(name: str, /, **changes: Any) -> str:
 
 def static(address: str, **extra: Any) -> dict[str, Any]:
     return {"mode": "static", "address": address, "bridge": "vmbr0", **extra}
+
+
+WEBHOOK_SECRET = "webhook-secret-for-tests-5f1c"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class DaemonProcess:
+    """`reconciler run` as a real subprocess, with its HTTP endpoints on a free loopback port."""
+
+    def __init__(self, config_path: Path, env: dict[str, str], log_path: Path) -> None:
+        self.config_path = config_path
+        self.env = env
+        self.log_path = log_path
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def configure(self, **daemon: Any) -> DaemonProcess:
+        settings = {"interval": 3600, "watch": False, **daemon}
+        text = self.config_path.read_text()
+        text += f"http: {{listen: '127.0.0.1:{self.port}'}}\ndaemon: {json.dumps(settings)}\n"
+        self.config_path.write_text(text)
+        return self
+
+    def start(self, wait_ready: bool = True) -> DaemonProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "run", "--config", str(self.config_path)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        if wait_ready:
+            self.wait_for(lambda: self.get("/readyz")[0] == 200, what="the first cycle")
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        request = urllib.request.Request(self.url(path), data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def push_hook(self, branch: str = "main", secret: str = WEBHOOK_SECRET) -> tuple[int, str]:
+        """A Gitea push delivery, signed as Gitea signs it."""
+        body = json.dumps({"ref": f"refs/heads/{branch}", "after": "0" * 40}).encode()
+        signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return self.post(
+            "/webhook",
+            body,
+            {"X-Gitea-Event": "push", "X-Gitea-Signature": signature, "Content-Type": "application/json"},
+        )
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, text = self.get("/metrics")
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return None
+
+    def wait_for(self, check: Any, timeout: float = 15.0, what: str = "it") -> float:
+        """Seconds until check() is true; fails the test with the daemon's log when it never is."""
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            if check():
+                return time.monotonic() - began
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        pytest.fail(f"waited {timeout} s for {what}; daemon log:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def daemon(config_path: Path, env: dict[str, str], tmp_path: Path) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(config_path, {**env, "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET}, tmp_path / "daemon.log")
+    yield process
+    if process.proc is not None and process.proc.poll() is None:
+        process.proc.kill()
+        process.proc.wait(10)

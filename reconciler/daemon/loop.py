@@ -53,6 +53,7 @@ class Daemon:
         self.config: Config = load_config(config_path)
         self.backoff = Backoff(self.config.daemon.backoff_base, self.config.daemon.backoff_max)
         self._watch_stop = threading.Event()
+        self._provisioning = False
 
     def _open(self, config: Config) -> Runtime:
         return open_runtime(
@@ -168,6 +169,8 @@ class Daemon:
         daemon = self.config.daemon
         interval = daemon.interval * (1 + random.uniform(-daemon.jitter, daemon.jitter))
         deadline = time.monotonic() + interval
+        if self._provisioning:  # a create or a DHCP lease is under way: look again soon
+            deadline = min(deadline, time.monotonic() + daemon.recheck)
         waiting = self.backoff.waiting()
         if waiting:
             deadline = min(deadline, time.monotonic() + min(waiting.values()) + 0.01)
@@ -212,6 +215,7 @@ class Daemon:
         if report.revision:
             self.metrics.revision.info({"revision": report.revision})
         self.health = Health(last_good=time.monotonic())
+        self._provisioning = report.phases.get("Provisioning", 0) > 0
         self.notifier.status(f"last cycle: {dict(report.phases)}")
         return report
 

@@ -1,0 +1,195 @@
+"""`reconciler run` as a real subprocess: webhook, watch, metrics, readiness, signals, the lock, no secrets."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import git
+import pytest
+from conftest import WEBHOOK_SECRET, DaemonProcess, FakeCluster, OperatorClone, request_yaml
+
+from reconciler.config import load_config
+
+
+def test_a_signed_push_webhook_gets_a_new_request_ready_within_seconds(
+    daemon: DaemonProcess, operator: OperatorClone, cluster: FakeCluster
+) -> None:
+    daemon.configure().start()  # hourly polls, no watch: only the webhook can start a cycle
+    cycles = daemon.metric("reconciler_cycles_total", result="success")
+    operator.write("requests/blog.yaml", request_yaml("blog"))
+    operator.push()
+
+    pushed = time.monotonic()
+    assert daemon.push_hook() == (202, "accepted: reconciling\n")
+
+    def ready() -> bool:
+        operator.repo.git.fetch("-q", "origin")
+        try:
+            return "phase: Ready" in operator.repo.git.show("origin/main:status/blog.yaml")
+        except git.GitCommandError:
+            return False
+
+    daemon.wait_for(ready, timeout=10, what="status/blog.yaml Ready on the remote")
+    assert time.monotonic() - pushed < 5
+    assert [c.config["hostname"] for c in cluster.containers()] == ["blog"]
+    assert daemon.metric("reconciler_cycles_total", result="success") == (cycles or 0) + 1
+    assert daemon.metric("reconciler_requests", phase="Ready") == 1
+    assert daemon.metric("reconciler_jobs_total", type="create", result="succeeded") == 1
+
+
+def test_an_unauthenticated_or_oversized_webhook_never_starts_a_cycle(
+    daemon: DaemonProcess, operator: OperatorClone, cluster: FakeCluster
+) -> None:
+    daemon.configure().start()
+    operator.write("requests/blog.yaml", request_yaml("blog"))
+    operator.push()
+    cycles = daemon.metric("reconciler_cycles_total", result="success")
+
+    assert daemon.push_hook(secret="wrong")[0] == 401
+    assert daemon.post("/webhook", b'{"ref": "refs/heads/main"}', {"X-Gitea-Event": "push"})[0] == 401
+    assert daemon.post("/webhook", b"x" * (1024 * 1024 + 1), {"X-Gitea-Signature": "0" * 64})[0] == 413
+    assert daemon.push_hook(branch="feature") == (202, "ignored: push to refs/heads/feature\n")
+
+    time.sleep(1.0)
+    assert daemon.metric("reconciler_cycles_total", result="success") == cycles
+    assert cluster.containers() == []
+    assert daemon.metric("reconciler_webhook_requests_total", result="unauthorized") == 2
+    assert daemon.metric("reconciler_webhook_requests_total", result="too_large") == 1
+
+
+def test_metrics_parse_and_pass_promtool_and_health_endpoints_answer(daemon: DaemonProcess) -> None:
+    daemon.configure().start()
+    assert daemon.get("/healthz") == (200, "ok\n")
+    status, text = daemon.get("/readyz")
+    assert status == 200 and text.startswith("ready; last successful cycle")
+    assert daemon.metric("reconciler_build_info") == 1
+    assert daemon.metric("reconciler_revision_info") == 1
+    assert (daemon.metric("reconciler_last_success_timestamp_seconds") or 0) > time.time() - 60
+    assert daemon.metric("reconciler_proxmox_requests_total", method="GET", status="200") is not None
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus): exposition lint not run")
+    _, exposition = daemon.get("/metrics")
+    lint = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, text=True, check=False)
+    assert (lint.returncode, lint.stdout + lint.stderr) == (0, "")
+
+
+def test_readyz_turns_503_when_proxmox_fails_and_recovers(daemon: DaemonProcess, cluster: FakeCluster) -> None:
+    daemon.configure().start()
+    cluster.pve.fail("GET", "/cluster/resources", 500, "cluster not ready - no quorum?")
+    assert daemon.push_hook()[0] == 202
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 503, what="readyz 503")
+    assert "Proxmox failing: list guests: cluster not ready - no quorum?" in daemon.get("/readyz")[1]
+    assert daemon.metric("reconciler_cycles_total", result="error") == 1
+    cluster.pve.failures.clear()
+    assert daemon.push_hook()[0] == 202
+    daemon.wait_for(lambda: daemon.get("/readyz")[0] == 200, what="readyz 200 again")
+
+
+def test_a_push_to_a_local_remote_is_seen_without_a_webhook(
+    daemon: DaemonProcess, operator: OperatorClone, cluster: FakeCluster
+) -> None:
+    daemon.configure(watch=True).start()
+    operator.write("requests/watched.yaml", request_yaml("watched"))
+    operator.push()
+    daemon.wait_for(lambda: len(cluster.containers()) == 1, timeout=10, what="the watched push to be reconciled")
+
+
+def test_sigterm_lets_a_running_create_finish_and_exits_0_with_nothing_half_written(
+    daemon: DaemonProcess, operator: OperatorClone, cluster: FakeCluster, config_path: Path
+) -> None:
+    cluster.pve.time_scale = 1.0
+    cluster.pve.ct_secs["create"] = 2
+    daemon.configure().start()
+    operator.write("requests/slow.yaml", request_yaml("slow"))
+    operator.push()
+    daemon.push_hook()
+    daemon.wait_for(lambda: any(c.lock == "create" for c in cluster.containers()), what="the create task")
+
+    assert daemon.stop(signal.SIGTERM) == 0
+
+    [ct] = cluster.containers()
+    assert ct.lock is None and ct.status == "running"
+    daemon_dir = config_path.parent
+    assert git.Repo(daemon_dir / "checkout").git.status("--porcelain") == ""
+    db = sqlite3.connect(daemon_dir / "jobs.sqlite")
+    assert db.execute("SELECT type, status FROM jobs").fetchall() == [("create", "succeeded")]
+    operator.pull()
+    assert operator.yaml("status/slow.yaml")["phase"] == "Ready"
+
+
+def test_a_task_outlasting_the_stop_grace_is_recorded_interrupted_and_not_repeated_after_restart(
+    daemon: DaemonProcess, operator: OperatorClone, cluster: FakeCluster, config_path: Path
+) -> None:
+    cluster.pve.time_scale = 1.0
+    cluster.pve.ct_secs["create"] = 4
+    daemon.configure(stop_grace=0.2, recheck=0.5).start()
+    operator.write("requests/slow.yaml", request_yaml("slow"))
+    operator.push()
+    daemon.push_hook()
+    daemon.wait_for(lambda: any(c.lock == "create" for c in cluster.containers()), what="the create task")
+
+    assert daemon.stop(signal.SIGTERM) == 0
+
+    db = sqlite3.connect(config_path.parent / "jobs.sqlite")
+    [(status, error)] = db.execute("SELECT status, error_message FROM jobs").fetchall()
+    assert status == "failed" and error.startswith("interrupted: the reconciler stopped; task UPID:pve1:")
+    assert git.Repo(config_path.parent / "checkout").git.status("--porcelain") == ""
+
+    daemon.start()  # while the create still runs in Proxmox
+    operator.pull()
+    assert operator.yaml("status/slow.yaml")["phase"] in ("Provisioning", "Ready")
+    daemon.wait_for(lambda: all(c.status == "running" for c in cluster.containers()), what="the container")
+    assert len(cluster.create_posts()) == 1 and len(cluster.containers()) == 1
+
+
+def test_a_second_daemon_on_the_same_checkout_exits_with_a_clear_message(
+    daemon: DaemonProcess, config_path: Path
+) -> None:
+    daemon.configure().start()
+    second = subprocess.run(
+        [sys.executable, "-m", "reconciler", "run", "--config", str(config_path)],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 2
+    assert "another reconciler (pid " in second.stdout + second.stderr
+    assert "is running on this checkout" in second.stdout + second.stderr
+
+
+def test_sighup_reloads_the_config_and_a_broken_one_is_refused(daemon: DaemonProcess, config_path: Path) -> None:
+    daemon.configure().start()
+    text = config_path.read_text()
+    config_path.write_text(text.replace("nodes: [pve1, pve2, pve3]", "nodes: [pve1]"))
+    daemon.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    daemon.wait_for(lambda: '"event": "config reloaded"' in daemon.log(), what="the reload")
+    config_path.write_text("git: [\n")
+    daemon.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    daemon.wait_for(lambda: "reload refused" in daemon.log(), what="the refusal")
+    assert daemon.get("/healthz")[0] == 200
+    config_path.write_text(text)
+    assert load_config(config_path).site.nodes == ["pve1", "pve2", "pve3"]
+
+
+def test_no_secret_ever_reaches_the_log(daemon: DaemonProcess, operator: OperatorClone, cluster: FakeCluster) -> None:
+    daemon.configure().start()
+    operator.write("requests/blog.yaml", request_yaml("blog"))
+    operator.write("requests/bad.yaml", request_yaml("bad", node="nope"))
+    operator.push()
+    cluster.pve.fail("POST", "/nodes/pve1/lxc", 500, "boom", times=1)
+    daemon.push_hook()
+    daemon.wait_for(lambda: '"job": "create"' in daemon.log(), what="a job")
+    daemon.push_hook(secret="wrong")
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert '"request": "blog"' in log and '"job_id": ' in log
+    assert cluster.secret not in log and WEBHOOK_SECRET not in log
