@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -193,3 +194,19 @@ def test_no_secret_ever_reaches_the_log(daemon: DaemonProcess, operator: Operato
     log = daemon.log()
     assert '"request": "blog"' in log and '"job_id": ' in log
     assert cluster.secret not in log and WEBHOOK_SECRET not in log
+
+
+def test_it_tells_systemd_ready_pings_the_watchdog_and_says_stopping(daemon: DaemonProcess, tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(10)
+        daemon.env = {**daemon.env, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
+        daemon.configure().start()
+        messages: list[str] = []
+        while not any("WATCHDOG=1" in m for m in messages[1:]):
+            messages.append(sock.recv(4096).decode())
+        assert messages[0].startswith("READY=1\nSTATUS=started")
+        assert daemon.stop() == 0
+        while "STOPPING=1" not in messages:
+            messages.append(sock.recv(4096).decode())
