@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from reconciler.config import Range
 from reconciler.desired.validate import Desired
@@ -37,27 +37,28 @@ class Create:
 
 
 @dataclass(frozen=True)
-class Start:
+class _OnGuest:
+    """An action on the request's existing container."""
+
+    desired: Desired
+    vmid: int
+    node: str
+    verb: ClassVar[str]
+
+    def describe(self) -> str:
+        return f"{self.verb} {self.desired.name}: lxc {self.vmid} on {self.node}"
+
+
+class Start(_OnGuest):
     """Start the request's stopped container."""
 
-    desired: Desired
-    vmid: int
-    node: str
-
-    def describe(self) -> str:
-        return f"start {self.desired.name}: lxc {self.vmid} on {self.node}"
+    verb = "start"
 
 
-@dataclass(frozen=True)
-class FindAddress:
+class FindAddress(_OnGuest):
     """Read the DHCP address of the request's running container."""
 
-    desired: Desired
-    vmid: int
-    node: str
-
-    def describe(self) -> str:
-        return f"find address of {self.desired.name}: lxc {self.vmid} on {self.node}"
+    verb = "find address of"
 
 
 Action = Create | Start | FindAddress
