@@ -16,6 +16,8 @@ from reconciler.desired.validate import RequestFile, validate
 from reconciler.errors import ConfigError, GitError, ProxmoxError
 from reconciler.lock import AlreadyRunning
 
+# Commands import what they need when they run: `validate` (a pre-commit hook) stays quick and needs no
+# proxmoxer, git or the demo extra.
 EXIT_FAILED = 1  # some request is Failed or Invalid
 EXIT_ERROR = 2  # the command could not run: config, Git or Proxmox trouble
 

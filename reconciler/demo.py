@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from reconciler.config import TOKEN_SECRET_ENV, load_config
-from reconciler.gateways.git import seed_bare_repo
+from reconciler.config import TOKEN_SECRET_ENV, GitConfig, load_config
+from reconciler.gateways.git import Checkout, seed_bare_repo
 from reconciler.gateways.proxmox import REQUIRED_PRIVILEGES
 from reconciler.runtime import open_runtime
 
@@ -127,9 +127,6 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
 
 def _read_remote(remote: Path, where: Path) -> dict[str, bytes]:
     """The generated files as the remote has them, through a fresh clone."""
-    from reconciler.config import GitConfig
-    from reconciler.gateways.git import Checkout
-
     checkout = Checkout(GitConfig(remote=str(remote), checkout=where))
     checkout.sync()
     files = {**checkout.read_dir("status"), **checkout.read_dir("caddy/services")}

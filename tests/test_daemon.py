@@ -210,3 +210,10 @@ def test_it_tells_systemd_ready_pings_the_watchdog_and_says_stopping(daemon: Dae
         assert daemon.stop() == 0
         while "STOPPING=1" not in messages:
             messages.append(sock.recv(4096).decode())
+
+
+def test_the_lock_dies_with_a_killed_daemon(daemon: DaemonProcess) -> None:
+    daemon.configure().start()
+    assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    daemon.start()  # no stale lock to clear by hand
+    assert daemon.stop() == 0

@@ -23,6 +23,7 @@ from reconciler.daemon.triggers import Triggers
 from reconciler.daemon.watch import start_watching
 from reconciler.desired.profile import builtin_profiles_dir
 from reconciler.errors import ConfigError, GitError, ProxmoxError
+from reconciler.logs import register_secret
 from reconciler.runtime import Runtime, open_runtime
 
 log = structlog.get_logger("reconciler.daemon")
@@ -95,10 +96,7 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; 0 on a clean stop."""
-        for secret_env in (self.config.http.webhook_secret_env,):
-            from reconciler.logs import register_secret
-
-            register_secret(self.environ.get(secret_env, ""))
+        register_secret(self.environ.get(self.config.http.webhook_secret_env, ""))
         runtime = self._open(self.config)
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)

@@ -103,8 +103,6 @@ class Proxmox:
         self._secret = secret
         self._local = threading.local()
         self._on_request = on_request or (lambda method, status: None)
-        self.calls = 0
-        self._lock = threading.Lock()
 
     def _api(self) -> Any:
         # requests.Session is not thread-safe: one client per thread (token auth needs no login).
@@ -128,8 +126,6 @@ class Proxmox:
         return api
 
     def _call(self, step: str, method: str, fn: Callable[[Any], Any]) -> Any:
-        with self._lock:
-            self.calls += 1
         try:
             result = fn(self._api())
         except (ResourceException, AuthenticationError, requests.exceptions.RequestException) as exc:
