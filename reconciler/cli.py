@@ -176,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
     command("schema", cmd_schema, "print the JSON Schema of request files")
     p = command("demo", cmd_demo, "run one cycle against a throw-away Git repo and a fake Proxmox VE")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--verbose", action="store_true", help="show the reconciler's log as well")
     return top
 
 
@@ -184,7 +185,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     json_lines = None if args.log_format is None else args.log_format == "json"
     # The daemon logs to stdout (journald keeps it); other commands print results there, so they log to stderr.
-    logs.setup(json_lines=json_lines, stream=sys.stdout if args.command == "run" else sys.stderr)
+    quiet = args.command == "demo" and not args.verbose  # the demo's story is its output
+    logs.setup(
+        json_lines=json_lines,
+        stream=sys.stdout if args.command == "run" else sys.stderr,
+        level="warning" if quiet else "info",
+    )
     try:
         code: int = args.fn(args, out)
     except ConfigError as exc:
