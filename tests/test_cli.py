@@ -100,7 +100,7 @@ def test_a_missing_secret_or_an_unreachable_proxmox_exits_2_with_a_clear_line(
     config_path.write_text(text)
     result = run("once", "--config", str(config_path), env={**env, TOKEN_SECRET_ENV: cluster.secret})
     assert result.returncode == 2
-    assert result.stderr.strip().endswith("reconciler: list guests: cannot connect to the Proxmox API")
+    assert result.stderr.strip() == "reconciler: list guests: cannot connect to the Proxmox API at 127.0.0.1:1"
 
 
 def test_demo_shows_a_container_a_status_file_and_a_caddy_file_pushed() -> None:

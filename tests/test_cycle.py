@@ -8,6 +8,7 @@ from urllib.parse import parse_qs
 import pytest
 from conftest import FakeCluster, OperatorClone, request_yaml, static
 
+from reconciler.errors import ProxmoxError
 from reconciler.runtime import Runtime
 
 BLOG = dict(
@@ -329,3 +330,32 @@ def test_containers_on_different_nodes_get_distinct_vmids(
     vmids = [c.vmid for c in cluster.containers()]
     assert sorted(vmids) == list(range(200, 200 + count * 3))
     assert {c.node for c in cluster.containers()} == {"pve1", "pve2", "pve3"}
+
+
+def test_a_flaky_network_never_leads_to_a_duplicate_and_everything_gets_ready(
+    operator: OperatorClone, cluster: FakeCluster, runtime: Runtime
+) -> None:
+    for i in range(6):
+        operator.write(f"requests/f{i}.yaml", request_yaml(f"f{i}", node=f"pve{i % 3 + 1}"))
+    operator.push()
+    cluster.pve.flaky_network(drop_rate=0.25, seed=7)
+
+    errors = 0
+    for _ in range(40):
+        try:
+            report = runtime.reconciler.cycle()
+        except ProxmoxError:
+            errors += 1  # the cycle as a whole could not observe: nothing was changed
+            continue
+        if set(report.phases) == {"Ready"} and not report.decision.plan.actions:
+            break
+    cluster.pve.flaky_network()
+
+    failed_jobs = [j for j in runtime.store.jobs(limit=500) if j.status == "failed"]
+    print(f"cycle errors {errors}, failed jobs {len(failed_jobs)}: {sorted({j.error_message for j in failed_jobs})}")
+    assert errors > 0 and failed_jobs  # the network really was flaky, mid-cycle too
+    names = sorted(c.config["hostname"] for c in cluster.containers())
+    assert names == [f"f{i}" for i in range(6)]
+    assert all(c.status == "running" for c in cluster.containers())
+    operator.pull()
+    assert {operator.yaml(f"status/f{i}.yaml")["phase"] for i in range(6)} == {"Ready"}

@@ -130,6 +130,8 @@ class Proxmox:
             result = fn(self._api())
         except (ResourceException, AuthenticationError, requests.exceptions.RequestException) as exc:
             reason, status = _reason(exc)
+            if status is None:
+                reason += f" at {self._config.host}:{self._config.port}"
             self._on_request(method, str(status) if status else "error")
             raise ProxmoxError(step, reason, status) from None
         self._on_request(method, "200")
