@@ -210,7 +210,7 @@ class Reconciler:
                 inv.revision,
                 guests[0].vmid if guests else None,
                 guests[0].node if guests else None,
-                problems=[str(p) for p in inv.problems],
+                problems=tuple(str(p) for p in inv.problems),
             )
         for name, v in verdicts.items():
             if v.phase == "Orphaned":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -79,18 +80,25 @@ class Claims:
 
 def parse_request(file: RequestFile) -> Request | list[Problem]:
     """Parse one file into a Request, or the problems that stop it."""
+    parsed = _parse(file.name, file.text)
+    return parsed if isinstance(parsed, Request) else list(parsed)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse(name: str, text: bytes) -> Request | tuple[Problem, ...]:
+    # Pure in (name, text) and the results are immutable: each cycle re-reads every file, few change.
     try:
-        raw = load_yaml(file.text)
+        raw = load_yaml(text)
     except ValueError as exc:
-        return [Problem("", str(exc))]
+        return (Problem("", str(exc)),)
     if not isinstance(raw, dict):
-        return [Problem("", "must be a YAML mapping with apiVersion, kind, name, ...")]
+        return (Problem("", "must be a YAML mapping with apiVersion, kind, name, ..."),)
     try:
         request = Request.model_validate(raw)
     except ValidationError as exc:
-        return from_validation_error(exc)
-    if request.name != file.name:
-        return [Problem("name", f"{request.name!r} must equal the file name ({file.name})")]
+        return tuple(from_validation_error(exc))
+    if request.name != name:
+        return (Problem("name", f"{request.name!r} must equal the file name ({name})"),)
     return request
 
 

@@ -6,11 +6,10 @@ writes nothing and commits nothing.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import functools
+from dataclasses import asdict, dataclass, replace
 
-import yaml
-
-from reconciler.problems import load_yaml
+from reconciler.problems import dump_yaml, load_yaml
 
 HEADER = "# Written by reconciler for {path}; the next cycle overwrites edits.\n"
 
@@ -27,21 +26,24 @@ class Status:
     address: str | None = None
     service: str | None = None
     job: int | None = None
-    problems: list[str] = field(default_factory=list)
+    problems: tuple[str, ...] = ()
 
     def render(self) -> str:
         doc = {"apiVersion": "reconciler/v1", "kind": "Status", **asdict(self)}
-        if not self.problems:
+        if self.problems:
+            doc["problems"] = list(self.problems)
+        else:
             del doc["problems"]
-        return HEADER.format(path=self.request) + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+        return HEADER.format(path=self.request) + dump_yaml(doc)
 
     def same_as(self, other: Status | None) -> bool:
         """Equal but for the job id: then the older file stands, and its job still explains it."""
         return other is not None and replace(self, job=None) == replace(other, job=None)
 
 
+@functools.lru_cache(maxsize=8192)
 def parse(text: bytes) -> Status | None:
-    """A status file the reconciler wrote, or None for anything else."""
+    """A status file the reconciler wrote, or None for anything else (cached: most are unchanged)."""
     if not text.startswith(b"# Written by reconciler"):
         return None
     try:
@@ -51,6 +53,8 @@ def parse(text: bytes) -> Status | None:
     if not isinstance(doc, dict):
         return None
     fields = {k: v for k, v in doc.items() if k in Status.__dataclass_fields__}
+    if isinstance(fields.get("problems"), list):
+        fields["problems"] = tuple(fields["problems"])
     try:
         return Status(**fields)
     except TypeError:
