@@ -47,7 +47,8 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     _, invalid = validate(files, profiles, config.site if config else None)
     for item in invalid:
         for problem in item.problems:
-            out.write(f"{item.path}:{problem.field}: {problem.reason}\n")
+            where = f"{item.path}:{problem.field}" if problem.field else item.path
+            out.write(f"{where}: {problem.reason}\n")
     if not files:
         out.write("no request files found\n")
     elif not invalid:

@@ -111,3 +111,10 @@ def test_demo_shows_a_container_a_status_file_and_a_caddy_file_pushed() -> None:
     assert "--- pushed: status/blog.yaml" in out and "phase: Ready" in out
     assert "--- pushed: caddy/services/blog.example.com.yaml" in out and "backend: 192.168.50.210:80" in out
     assert "Cycle 2: 0 jobs, commit none (nothing changed)" in out
+
+
+def test_validate_names_the_file_alone_when_the_whole_file_is_wrong(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    result = run("validate", str(tmp_path / "broken.yaml"))
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"{tmp_path}/broken.yaml: not valid YAML at line 2")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -358,3 +360,38 @@ def test_a_flaky_network_never_leads_to_a_duplicate_and_everything_gets_ready(
     assert all(c.status == "running" for c in cluster.containers())
     operator.pull()
     assert {operator.yaml(f"status/f{i}.yaml")["phase"] for i in range(6)} == {"Ready"}
+
+
+def test_creates_run_in_parallel_across_nodes_but_at_most_parallel_per_node_on_one(
+    operator: OperatorClone, cluster: FakeCluster, runtime: Runtime
+) -> None:
+    assert runtime.reconciler.config.proxmox.parallel_per_node == 2
+    cluster.pve.time_scale = 1.0
+    cluster.pve.ct_secs["create"] = 0.4
+    for i in range(4):
+        operator.write(f"requests/a{i}.yaml", request_yaml(f"a{i}", node="pve1"))
+    for i in range(2):
+        operator.write(f"requests/b{i}.yaml", request_yaml(f"b{i}", node="pve2"))
+    operator.push()
+    peaks = {"pve1": 0, "all": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            running = [
+                t for t in list(cluster.pve.tasks.values()) if t["type"] == "vzcreate" and t["status"] == "running"
+            ]
+            peaks["pve1"] = max(peaks["pve1"], sum(t["node"] == "pve1" for t in running))
+            peaks["all"] = max(peaks["all"], len(running))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        report = runtime.reconciler.cycle()
+    finally:
+        done.set()
+        sampler.join()
+
+    assert set(report.phases) == {"Ready"}
+    assert peaks == {"pve1": 2, "all": 4}
