@@ -109,6 +109,7 @@ class Applier:
         began = time.monotonic()
         self.store.start_job(job_id)
         log.info(action.describe())
+        error = None
         try:
             if isinstance(action, Create):
                 outcome = self._create(action, log)
@@ -117,32 +118,28 @@ class Applier:
             else:
                 outcome = self._address(action.desired, action.vmid, action.node, log)
         except RequestFailed as exc:
+            error = exc.reason
             log.error(f"{exc.step} failed: {exc.reason}", step=exc.step)
-            self.store.finish_job(job_id, False, f"{exc.step} failed", error=exc.reason)
-            self.on_job(job_type, False, time.monotonic() - began)
-            known = self.store.resources().get(d.name)
-            return Outcome(
+            known = self.store.resource(d.name)
+            created = known is not None and known.state == "created"
+            outcome = Outcome(
                 d.name,
                 job_id,
                 "Failed",
                 f"{exc.step} failed: {exc.reason}",
-                vmid=known.vmid if known and known.state == "created" else None,
-                node=known.node if known and known.state == "created" else None,
+                vmid=known.vmid if known and created else None,
+                node=known.node if known and created else None,
             )
         except Exception as exc:  # a bug must fail this request, not the cycle
+            error = f"{type(exc).__name__}: {exc}"
             log.log.exception("internal error")
-            self.store.log(job_id, "error", f"internal error: {type(exc).__name__}: {exc}")
-            self.store.finish_job(job_id, False, "internal error", error=f"{type(exc).__name__}: {exc}")
-            self.on_job(job_type, False, time.monotonic() - began)
-            return Outcome(d.name, job_id, "Failed", f"internal error in {job_type}: {type(exc).__name__}: {exc}")
+            self.store.log(job_id, "error", f"internal error: {error}")
+            outcome = Outcome(d.name, job_id, "Failed", f"internal error in {job_type}: {error}")
         ok = outcome.phase in ("Ready", "Provisioning")
-        self.store.finish_job(
-            job_id,
-            ok,
-            outcome.message,
-            result={"vmid": outcome.vmid, "node": outcome.node, "address": outcome.address},
-        )
-        log.info(f"done: {outcome.phase}: {outcome.message}", phase=outcome.phase)
+        result: dict[str, object] = {"vmid": outcome.vmid, "node": outcome.node, "address": outcome.address}
+        self.store.finish_job(job_id, ok, outcome.message, result=result, error=error)
+        if error is None:
+            log.info(f"done: {outcome.phase}: {outcome.message}", phase=outcome.phase)
         self.on_job(job_type, ok, time.monotonic() - began)
         return outcome
 

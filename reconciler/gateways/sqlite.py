@@ -216,10 +216,16 @@ class JobStore:
     def resources(self) -> dict[str, Resource]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM created_resources").fetchall()
-        return {
-            r["request"]: Resource(r["request"], r["vmid"], r["node"], r["state"], r["address"], r["job_id"])
-            for r in rows
-        }
+        return {r["request"]: _resource(r) for r in rows}
+
+    def resource(self, request: str) -> Resource | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM created_resources WHERE request=?", (request,)).fetchone()
+        return _resource(row) if row else None
+
+
+def _resource(row: sqlite3.Row) -> Resource:
+    return Resource(row["request"], row["vmid"], row["node"], row["state"], row["address"], row["job_id"])
 
 
 def _job(row: sqlite3.Row) -> Job:
