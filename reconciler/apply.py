@@ -121,14 +121,14 @@ class Applier:
             error = exc.reason
             log.error(f"{exc.step} failed: {exc.reason}", step=exc.step)
             known = self.store.resource(d.name)
-            created = known is not None and known.state == "created"
+            created = known if known is not None and known.state == "created" else None
             outcome = Outcome(
                 d.name,
                 job_id,
                 "Failed",
                 f"{exc.step} failed: {exc.reason}",
-                vmid=known.vmid if known and created else None,
-                node=known.node if known and created else None,
+                vmid=created.vmid if created else None,
+                node=created.node if created else None,
             )
         except Exception as exc:  # a bug must fail this request, not the cycle
             error = f"{type(exc).__name__}: {exc}"

@@ -48,12 +48,22 @@ class GitConfig(Strict):
         return value
 
     @property
+    def local_path(self) -> Path | None:
+        """The remote's directory when it is a path on this machine (not ssh://, https:// or host:path)."""
+        return Path(self.remote) if is_local_remote(self.remote) else None
+
+    @property
     def author_name(self) -> str:
         return self.author.split(" <")[0]
 
     @property
     def author_email(self) -> str:
         return self.author.split(" <")[1].rstrip(">")
+
+
+def is_local_remote(remote: str) -> bool:
+    """A Git remote that names a directory here, as git reads it: no scheme, no `host:` before the first slash."""
+    return "://" not in remote and ":" not in remote.split("/")[0]
 
 
 class PathsConfig(Strict):
@@ -217,7 +227,7 @@ def _resolve(base: Path, raw: dict[str, object]) -> None:
     git = raw.get("git")
     if isinstance(git, dict) and isinstance(git.get("remote"), str):
         remote = git["remote"]
-        if "://" not in remote and ":" not in remote.split("/")[0] and not Path(remote).is_absolute():
+        if is_local_remote(remote) and not Path(remote).is_absolute():
             git["remote"] = str(base / remote)
 
 

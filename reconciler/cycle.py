@@ -53,7 +53,6 @@ class CycleReport:
     statuses: dict[str, Status]
     decision: Decision
     outcomes: list[Outcome] = field(default_factory=list)
-    deferred: list[str] = field(default_factory=list)
     commit: str | None = None
     seconds: float = 0.0
 
@@ -139,7 +138,7 @@ class Reconciler:
         deferred = {a.desired.name: a for a in decision.plan.actions if a.desired.name not in done}
         statuses = self.statuses(source, decision, outcomes, deferred)
         files = self.generated_files(source, decision, statuses)
-        report = CycleReport(source.revision, statuses, decision, outcomes, sorted(deferred))
+        report = CycleReport(source.revision, statuses, decision, outcomes)
         summary = ", ".join(f"{n} {p}" for p, n in sorted(report.phases.items()))
         report.commit = self.checkout.publish(files, f"reconciler: {summary or 'no requests'}")
         report.seconds = time.monotonic() - began

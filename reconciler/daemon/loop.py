@@ -106,7 +106,7 @@ class Daemon:
             self.metrics, self.config.git.branch, http.max_body, self._secret, self.triggers.fire, self.readiness
         )
         try:
-            server, _ = serve(http.host, http.port, endpoints)
+            server = serve(http.host, http.port, endpoints)
         except OSError as exc:
             runtime.close()
             raise ConfigError("http.listen", [f"cannot listen on {http.listen}: {exc.strerror}"]) from None
@@ -132,11 +132,10 @@ class Daemon:
     def _watch(self, config: Config) -> None:
         if not config.daemon.watch:
             return
-        remote = Path(config.git.remote) if "://" not in config.git.remote and ":" not in config.git.remote else None
         files = [self.config_path.resolve(), config.profiles or builtin_profiles_dir()]
         self._watch_stop = threading.Event()
         start_watching(
-            remote,
+            config.git.local_path,
             files,
             lambda: self.triggers.fire("remote changed"),
             lambda: self._hangup(signal.SIGHUP, None),

@@ -93,10 +93,9 @@ class _Server(ThreadingHTTPServer):
     endpoints: Endpoints
 
 
-def serve(host: str, port: int, endpoints: Endpoints) -> tuple[_Server, threading.Thread]:
-    """Start the listener in a thread; returns the server (shutdown() stops it) and its thread."""
+def serve(host: str, port: int, endpoints: Endpoints) -> _Server:
+    """Start the listener in a thread; shutdown() on the returned server stops it."""
     server = _Server((host, port), _Handler)
     server.endpoints = endpoints
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-    thread.start()
-    return server, thread
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server
