@@ -241,6 +241,7 @@ class Reconciler:
         for problem in new.problems:
             self.store.log(job_id, "error", f"{new.request}: {problem}")
         self.store.finish_job(job_id, False, new.message, error="; ".join(new.problems))
+        self.applier.on_job("validate", False, 0.0)
         log.warning("request invalid", request=new.name, job_id=job_id, problems=new.problems)
         return replace(new, job=job_id)
 

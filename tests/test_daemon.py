@@ -24,6 +24,7 @@ def test_a_signed_push_webhook_gets_a_new_request_ready_within_seconds(
     daemon.configure().start()  # hourly polls, no watch: only the webhook can start a cycle
     cycles = daemon.metric("reconciler_cycles_total", result="success")
     operator.write("requests/blog.yaml", request_yaml("blog"))
+    operator.write("requests/bad.yaml", request_yaml("bad", node="pve9"))
     operator.push()
 
     pushed = time.monotonic()
@@ -42,6 +43,8 @@ def test_a_signed_push_webhook_gets_a_new_request_ready_within_seconds(
     assert daemon.metric("reconciler_cycles_total", result="success") == (cycles or 0) + 1
     assert daemon.metric("reconciler_requests", phase="Ready") == 1
     assert daemon.metric("reconciler_jobs_total", type="create", result="succeeded") == 1
+    assert daemon.metric("reconciler_jobs_total", type="validate", result="failed") == 1
+    assert daemon.metric("reconciler_requests", phase="Invalid") == 1
 
 
 def test_an_unauthenticated_or_oversized_webhook_never_starts_a_cycle(
