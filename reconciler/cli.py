@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler import __version__, logs
-from reconciler.config import DEFAULT_CONFIG, Config, load_config
+from reconciler.config import DEFAULT_CONFIG, Config, PathsConfig, load_config
 from reconciler.desired.profile import builtin_profiles_dir, load_profiles
 from reconciler.desired.request import json_schema
-from reconciler.desired.validate import RequestFile, validate
-from reconciler.errors import ConfigError, GitError, ProxmoxError
+from reconciler.desired.validate import validate
 from reconciler.lock import AlreadyRunning
+from reconciler.model.desired import RequestFile
+from reconciler.model.errors import ConfigError, GitError, ProxmoxError
+from reconciler.plan.conflicts import Claims, resolve_clashes
+from reconciler.report import caddy, status
 
 # Commands import what they need when they run: `validate` (a pre-commit hook) stays quick and needs no
 # proxmoxer, git or the demo extra.
@@ -36,6 +39,32 @@ def _request_files(targets: Sequence[str]) -> list[RequestFile]:
     return files
 
 
+def _read_dir(directory: Path) -> dict[str, bytes]:
+    if not directory.is_dir():
+        return {}
+    return {str(p): p.read_bytes() for p in sorted(directory.glob("*.yaml")) if p.is_file() and not p.is_symlink()}
+
+
+def offline_claims(files: Sequence[RequestFile], paths: PathsConfig) -> Claims:
+    """What the repository's own generated files say exists: who is provisioned (status files with a VMID)
+    and which domains the Caddy files hold. Found beside the requests folder, as the config lays them out."""
+    depth = len(Path(paths.requests).parts)
+    roots = set()
+    for file in files:
+        folder = Path(file.path).parent
+        if folder.parts[-depth:] == Path(paths.requests).parts:
+            roots.add(Path(*folder.parts[:-depth]) if len(folder.parts) > depth else Path("."))
+    provisioned: set[str] = set()
+    domains: dict[str, str | None] = {}
+    for root in roots:
+        for text in _read_dir(root / paths.status).values():
+            parsed = status.parse(text)
+            if parsed is not None and parsed.vmid is not None and parsed.phase != "Orphaned":
+                provisioned.add(parsed.name)
+        domains.update(caddy.domains(_read_dir(root / paths.caddy)))
+    return Claims(domains, frozenset(provisioned))
+
+
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     """Check request files offline; one `file:field: reason` line per problem."""
     config = load_config(args.config) if args.config else None
@@ -44,7 +73,10 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     else:
         profiles = load_profiles(builtin_profiles_dir())
     files = _request_files(args.paths)
-    _, invalid = validate(files, profiles, config.site if config else None)
+    valid, invalid = validate(files, profiles, config.site if config else None)
+    # The same clash rule as every pass, with what the repository's status and Caddy files say exists.
+    _, refused = resolve_clashes(valid, offline_claims(files, config.paths if config else PathsConfig()))
+    invalid = sorted([*invalid, *refused], key=lambda i: i.path)
     for item in invalid:
         for problem in item.problems:
             where = f"{item.path}:{problem.field}" if problem.field else item.path
@@ -72,16 +104,20 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         runtime.close()
     out.write(f"revision {source.revision or '(empty remote)'}: {len(source.requests)} request file(s)\n")
+    acting = {a.name for a in decision.plan.actions}
     for action in decision.plan.actions:
         out.write(f"  {action.describe()}\n")
-    for name, verdict in sorted(decision.plan.verdicts.items()):
-        out.write(f"  {name}: {verdict.phase}: {verdict.message}\n")
-    for item in decision.invalid:
-        for problem in item.problems:
-            out.write(f"  {item.name}: Invalid: {item.path}:{problem.field}: {problem.reason}\n")
+    for name, standing in sorted(decision.plan.standings.items()):
+        if name in acting:
+            continue
+        if standing.problems:
+            for problem in standing.problems:
+                out.write(f"  {name}: Invalid: {standing.request}:{problem}\n")
+        else:
+            out.write(f"  {name}: {standing.phase}: {standing.message}\n")
     if not decision.plan.actions:
         out.write("nothing to do\n")
-    return EXIT_FAILED if decision.invalid else 0
+    return EXIT_FAILED if any(s.phase == "Invalid" for s in decision.plan.standings.values()) else 0
 
 
 def cmd_once(args: argparse.Namespace, out: TextIO) -> int:
@@ -90,7 +126,7 @@ def cmd_once(args: argparse.Namespace, out: TextIO) -> int:
 
     runtime = open_runtime(_config(args))
     try:
-        report = runtime.reconciler.cycle()
+        report = runtime.reconciler.once(follow=not args.no_follow)
     finally:
         runtime.close()
     for name, st in sorted(report.statuses.items()):
@@ -165,10 +201,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="check the site's approved values and profiles from this config")
     for name, fn, text in (
         ("plan", cmd_plan, "print what one cycle would do, changing nothing"),
-        ("once", cmd_once, "run one reconcile cycle"),
+        ("once", cmd_once, "reconcile until nothing started is still running, pushing statuses as they are known"),
         ("run", cmd_run, "run the daemon: reconcile at start, on a timer, a webhook or a watched change"),
     ):
-        command(name, fn, text).add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+        p = command(name, fn, text)
+        p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+        if name == "once":
+            p.add_argument(
+                "--no-follow",
+                action="store_true",
+                help="one pass only: start the jobs, push the statuses, wait for those jobs, plan nothing more",
+            )
     p = command("jobs", cmd_jobs, "list jobs, or show one job with its log")
     p.add_argument("id", nargs="?", type=int)
     p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")

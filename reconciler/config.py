@@ -8,10 +8,10 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
-from reconciler.errors import ConfigError
-from reconciler.problems import from_validation_error, load_yaml
+from reconciler.model.errors import ConfigError
+from reconciler.parse import from_validation_error, load_yaml
 
 DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
 TOKEN_SECRET_ENV = "PROXMOX_TOKEN_SECRET"
@@ -93,7 +93,7 @@ class ProxmoxConfig(Strict):
     host: str = Field(min_length=1)
     port: int = Field(default=8006, ge=1, le=65535)
     token_id: str = Field(pattern=r"^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*$")
-    verify_ssl: bool = True
+    verify_ssl: StrictBool = True
     ca_file: Path | None = None
     timeout: float = Field(default=15.0, gt=0)
     task_timeout: float = Field(default=600.0, gt=0)
@@ -187,7 +187,7 @@ class HttpConfig(Strict):
 class DaemonConfig(Strict):
     interval: float = Field(default=60.0, gt=0, description="seconds between polls, with jitter")
     jitter: float = Field(default=0.1, ge=0, le=0.5, description="share of the interval to vary it by")
-    watch: bool = Field(default=True, description="react to changes of a local remote, the config and profiles")
+    watch: StrictBool = Field(default=True, description="react to changes of a local remote, the config and profiles")
     recheck: float = Field(default=10.0, gt=0, description="s to the next look while a request is Provisioning")
     backoff_base: float = Field(default=30.0, gt=0, description="first retry delay of a failed request, s")
     backoff_max: float = Field(default=3600.0, gt=0, description="longest retry delay, s")

@@ -102,17 +102,20 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
             config = load_config(write_config(root, remote, pve.port, ca_file))
             runtime = open_runtime(config, {**os.environ, TOKEN_SECRET_ENV: secret})
             try:
-                report = runtime.reconciler.cycle()
-                again = runtime.reconciler.cycle()
+                report = runtime.reconciler.once()
+                again = runtime.reconciler.once()
             finally:
                 runtime.close()
-            out.write(f"\nCycle 1: {len(report.outcomes)} jobs, pushed commit {report.commit}\n")
+            out.write(
+                f"\nRun 1: {len(report.started)} jobs in {report.passes} passes, last pushed commit"
+                f" {report.commit or 'none'}\n"
+            )
             for ct in sorted(pve.cts, key=lambda c: c.vmid):
                 out.write(
                     f"  container {ct.vmid} on {ct.node}: {ct.config.get('hostname')} {ct.status},"
                     f" tags {ct.config.get('tags')}, net0 {ct.config.get('net0')}\n"
                 )
-            out.write(f"Cycle 2: {len(again.outcomes)} jobs, commit {again.commit or 'none (nothing changed)'}\n")
+            out.write(f"Run 2: {len(again.started)} jobs, commit {again.commit or 'none (nothing changed)'}\n")
         pushed = _read_remote(remote, root / "view-checkout")
         _show(out, "pushed", pushed)
         if keep:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from reconciler.errors import ReconcilerError
+from reconciler.model.errors import ReconcilerError
 
 
 class AlreadyRunning(ReconcilerError):

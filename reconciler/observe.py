@@ -1,45 +1,36 @@
-"""Observed state: what Proxmox runs now, read in one call, with the reconciler's own guests picked out."""
+"""Observed state: what Proxmox runs now (one call), what the inventory holds, and the reconciler's own work.
+
+The work in flight is taken before Proxmox is asked, so a job that ends in between shows its guest: a
+request is never seen as both idle and without its container.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Interface
 
-from reconciler.gateways.proxmox import GuestInfo, Proxmox
-from reconciler.marker import owner_of
+from reconciler.gateways.proxmox import Proxmox
+from reconciler.gateways.sqlite import JobStore
+from reconciler.model.observed import Observed, Running
+from reconciler.model.retry import Attempt
+from reconciler.model.vocab import GuestStatus
 
 
-@dataclass(frozen=True)
-class Observed:
-    """The cluster's guests at one moment."""
-
-    guests: tuple[GuestInfo, ...]
-
-    @cached_property
-    def owned(self) -> dict[str, list[GuestInfo]]:
-        """Request name -> the guests marked as created for it (more than one is an error to report)."""
-        out: dict[str, list[GuestInfo]] = {}
-        for guest in self.guests:
-            name = owner_of(guest.tags)
-            if name is not None:
-                out.setdefault(name, []).append(guest)
-        return out
-
-    @cached_property
-    def by_vmid(self) -> dict[int, GuestInfo]:
-        return {g.vmid: g for g in self.guests}
-
-    @cached_property
-    def foreign(self) -> list[GuestInfo]:
-        """Guests the reconciler does not own and must never touch."""
-        return [g for g in self.guests if owner_of(g.tags) is None]
-
-
-def observe(pve: Proxmox) -> Observed:
-    """Every guest of the cluster, from one /cluster/resources call."""
-    return Observed(tuple(pve.guests()))
+def observe(
+    pve: Proxmox,
+    store: JobStore,
+    in_flight: Mapping[str, Running] | None = None,
+    attempts: Mapping[str, Attempt] | None = None,
+) -> Observed:
+    """Every guest of the cluster from one /cluster/resources call, with the inventory and the jobs."""
+    return Observed(
+        guests=tuple(pve.guests()),
+        held=store.inventory(),
+        in_flight=dict(in_flight or {}),
+        attempts=dict(attempts or {}),
+        last_jobs=store.last_jobs(),
+    )
 
 
 _IP = re.compile(r"(?:^|,)ip=([0-9.]+/\d+)")
@@ -52,7 +43,7 @@ def foreign_addresses(pve: Proxmox, observed: Observed) -> dict[IPv4Address, int
     """
     found: dict[IPv4Address, int] = {}
     for guest in observed.foreign:
-        if guest.status == "unknown":  # its node is offline; its config cannot be read
+        if guest.status == GuestStatus.UNKNOWN:  # its node is offline; its config cannot be read
             continue
         config = pve.guest_config(guest.node, guest.type, guest.vmid)
         prefix = "net" if guest.type == "lxc" else "ipconfig"

@@ -1,13 +1,16 @@
-"""Wire a config to real gateways: profiles, Proxmox (secret from the environment), Git, SQLite."""
+"""Wire a config to real gateways: profiles, Proxmox (secret from the environment), Git, SQLite, the job runner.
+
+The lock, the job database and the runner live as long as the process; the Reconciler (config, profiles,
+Proxmox and Git) can be rebuilt by a reload while jobs keep running.
+"""
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from reconciler.apply import Heartbeat, JobHook
+from reconciler.apply.runner import Heartbeat, JobHook, Runner
 from reconciler.config import GIT_TOKEN_ENV, Config, token_secret
 from reconciler.cycle import Reconciler
 from reconciler.desired.profile import Profile, builtin_profiles_dir, load_profiles
@@ -16,6 +19,7 @@ from reconciler.gateways.proxmox import Proxmox, RequestHook
 from reconciler.gateways.sqlite import JobStore
 from reconciler.lock import CheckoutLock
 from reconciler.logs import register_secret
+from reconciler.model.retry import RetryPolicy
 
 
 def profiles_for(config: Config) -> dict[str, Profile]:
@@ -23,17 +27,35 @@ def profiles_for(config: Config) -> dict[str, Profile]:
     return load_profiles(config.profiles or builtin_profiles_dir(), set(config.site.templates))
 
 
+def build_reconciler(
+    config: Config,
+    environ: Mapping[str, str],
+    store: JobStore,
+    runner: Runner,
+    on_request: RequestHook | None = None,
+) -> Reconciler:
+    """A Reconciler for this config; raises ConfigError for a missing secret or bad profiles."""
+    secret = token_secret(dict(environ))
+    for value in (secret, environ.get(GIT_TOKEN_ENV, "")):
+        register_secret(value)
+    profiles = profiles_for(config)
+    pve = Proxmox(config.proxmox, secret, on_request=on_request)
+    return Reconciler(config, profiles, pve, store, Checkout(config.git, environ), runner)
+
+
 @dataclass
 class Runtime:
     reconciler: Reconciler
     store: JobStore
-    pve: Proxmox
-    checkout: Checkout
+    runner: Runner
     lock: CheckoutLock
 
     def close(self) -> None:
+        """Stop the runner (running tasks get the stop grace, then are let go), then release everything."""
+        self.runner.stop()
+        self.runner.wait_idle(self.runner.stop_grace + 10)
+        self.reconciler.close()
         self.store.close()
-        self.checkout.repo.close()
         self.lock.release()
 
 
@@ -42,25 +64,33 @@ def open_runtime(
     environ: Mapping[str, str] | None = None,
     on_job: JobHook | None = None,
     on_request: RequestHook | None = None,
-    stopping: threading.Event | None = None,
+    on_done: Callable[[], None] | None = None,
     heartbeat: Heartbeat | None = None,
 ) -> Runtime:
-    """Everything one process needs to run cycles, holding the checkout's lock.
+    """Everything one process needs to run passes, holding the checkout's lock.
 
     Raises ConfigError for a missing secret or bad profiles, AlreadyRunning when another process holds the lock.
     """
     env = dict(os.environ if environ is None else environ)
-    secret = token_secret(env)
-    for value in (secret, env.get(GIT_TOKEN_ENV, "")):
-        register_secret(value)
-    profiles = profiles_for(config)
+    token_secret(env)  # a missing secret is said before anything is opened
+    profiles_for(config)
     lock = CheckoutLock(config.git.checkout).acquire()
-    pve = Proxmox(config.proxmox, secret, on_request=on_request)
-    store = JobStore(config.state.database)
-    # Jobs still marked running were cut short by a crash or a kill: say so rather than leave them hanging.
-    store.interrupt_running("interrupted: the reconciler stopped before the job finished")
-    checkout = Checkout(config.git, env)
-    reconciler = Reconciler(
-        config, profiles, pve, store, checkout, on_job=on_job, stopping=stopping, heartbeat=heartbeat
-    )
-    return Runtime(reconciler, store, pve, checkout, lock)
+    try:
+        store = JobStore(config.state.database)
+        # Jobs still marked running were cut short by a crash or a kill: say so rather than leave them hanging.
+        store.interrupt_running("interrupted: the reconciler stopped before the job finished")
+        daemon = config.daemon
+        runner = Runner(
+            store,
+            config.proxmox.parallel_per_node,
+            RetryPolicy(daemon.backoff_base, daemon.backoff_max),
+            on_job=on_job,
+            on_done=on_done,
+            heartbeat=heartbeat,
+            stop_grace=daemon.stop_grace,
+        )
+        reconciler = build_reconciler(config, env, store, runner, on_request)
+    except BaseException:
+        lock.release()
+        raise
+    return Runtime(reconciler, store, runner, lock)

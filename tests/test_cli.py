@@ -110,7 +110,7 @@ def test_demo_shows_a_container_a_status_file_and_a_caddy_file_pushed() -> None:
     assert "container 200 on pve1: blog running" in out
     assert "--- pushed: status/blog.yaml" in out and "phase: Ready" in out
     assert "--- pushed: caddy/services/blog.example.com.yaml" in out and "backend: 192.168.50.210:80" in out
-    assert "Cycle 2: 0 jobs, commit none (nothing changed)" in out
+    assert "Run 2: 0 jobs, commit none (nothing changed)" in out
 
 
 def test_validate_names_the_file_alone_when_the_whole_file_is_wrong(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import TOKEN_SECRET_ENV, load_config, token_secret
-from reconciler.errors import ConfigError
+from reconciler.model.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "config.yaml"
 

@@ -10,7 +10,8 @@ from urllib.parse import parse_qs
 import pytest
 from conftest import FakeCluster, OperatorClone, request_yaml, static
 
-from reconciler.errors import ProxmoxError
+from reconciler.model.errors import ProxmoxError
+from reconciler.model.vocab import ResourceKind, ResourceState
 from reconciler.runtime import Runtime
 
 BLOG = dict(
@@ -18,6 +19,12 @@ BLOG = dict(
     network=static("192.168.50.210/24", gateway="192.168.50.1", vlan=20),
     service={"domain": "blog.example.com", "expose": True, "visibility": "public", "port": 80},
 )
+
+
+def job_type(runtime: Runtime, job_id: int) -> str:
+    job = runtime.store.job(job_id)
+    assert job is not None
+    return job.type
 
 
 def create_body(cluster: FakeCluster) -> dict[str, str]:
@@ -32,7 +39,7 @@ def test_a_pushed_request_becomes_exactly_one_container_and_a_second_run_changes
     operator.write("requests/blog.yaml", request_yaml("blog", **BLOG))
     pushed = operator.push("add blog")
 
-    report = runtime.reconciler.cycle()
+    report = runtime.reconciler.once()
 
     assert report.statuses["blog"].phase == "Ready"
     [ct] = cluster.containers()
@@ -50,6 +57,7 @@ def test_a_pushed_request_becomes_exactly_one_container_and_a_second_run_changes
         "net0": "name=eth0,bridge=vmbr0,ip=192.168.50.210/24,gw=192.168.50.1,tag=20",
         "unprivileged": "1",
         "onboot": "1",
+        "start": "1",
         "tags": "reconciler;reconciler.blog",
         "features": "nesting=1",
     }
@@ -75,8 +83,8 @@ def test_a_pushed_request_becomes_exactly_one_container_and_a_second_run_changes
 
     commits_before = operator.log()
     calls_before = len(cluster.pve.requests)
-    second = runtime.reconciler.cycle()
-    assert second.commit is None and second.outcomes == []
+    second = runtime.reconciler.once()
+    assert second.commit is None and second.started == {}
     operator.pull()
     assert operator.log() == commits_before
     assert len(cluster.containers()) == 1
@@ -95,7 +103,7 @@ def test_an_invalid_request_is_reported_and_the_valid_ones_beside_it_are_provisi
     operator.write("requests/vm.yaml", request_yaml("vm", kind="vm"))
     operator.push()
 
-    report = runtime.reconciler.cycle()
+    report = runtime.reconciler.once()
 
     assert [c.config["hostname"] for c in cluster.containers()] == ["good"]
     assert report.statuses["good"].phase == "Ready"
@@ -115,7 +123,7 @@ def test_an_invalid_request_is_reported_and_the_valid_ones_beside_it_are_provisi
         "requests/bad.yaml", request_yaml("bad", node="pve9", resources={"cores": 64, "memory": 512, "disk": 8})
     )
     operator.push("drop colour")
-    runtime.reconciler.cycle()
+    runtime.reconciler.once()
     operator.pull()
     assert operator.yaml("status/bad.yaml")["problems"] == [
         "node: 'pve9' is not an approved node (pve1, pve2, pve3)",
@@ -123,7 +131,7 @@ def test_an_invalid_request_is_reported_and_the_valid_ones_beside_it_are_provisi
     ]
     # An unchanged invalid file does not add a job each cycle.
     jobs = len(runtime.store.jobs(request="bad"))
-    assert runtime.reconciler.cycle().commit is None
+    assert runtime.reconciler.once().commit is None
     assert len(runtime.store.jobs(request="bad")) == jobs
 
 
@@ -135,7 +143,7 @@ def test_a_failing_create_fails_that_request_with_proxmoxs_message_and_the_cycle
     operator.push()
     cluster.pve.fail("POST", "/nodes/pve2/lxc", 500, "storage 'local-lvm' is full", times=1)
 
-    report = runtime.reconciler.cycle()
+    report = runtime.reconciler.once()
 
     assert report.statuses["beta"].phase == "Ready"
     alpha = report.statuses["alpha"]
@@ -146,7 +154,7 @@ def test_a_failing_create_fails_that_request_with_proxmoxs_message_and_the_cycle
     assert log[-1] == "create failed: storage 'local-lvm' is full"
 
     # The fault is gone: the next cycle creates it, once.
-    assert runtime.reconciler.cycle().statuses["alpha"].phase == "Ready"
+    assert runtime.reconciler.once().statuses["alpha"].phase == "Ready"
     assert sorted(c.config["hostname"] for c in cluster.containers()) == ["alpha", "beta"]
 
 
@@ -158,7 +166,7 @@ def test_a_task_that_ends_in_error_reports_the_task_exit_status(
     operator.write("requests/gone.yaml", request_yaml("gone"))
     operator.push()
 
-    status = runtime.reconciler.cycle().statuses["gone"]
+    status = runtime.reconciler.once().statuses["gone"]
 
     assert status.phase == "Failed"
     assert status.message.startswith("create failed: unable to create CT 200 - volume 'local:vztmpl/debian-12")
@@ -176,7 +184,7 @@ def test_a_dhcp_container_gets_its_address_from_the_container_not_the_request(
     )
     operator.push()
 
-    status = runtime.reconciler.cycle().statuses["app"]
+    status = runtime.reconciler.once().statuses["app"]
 
     assert status.phase == "Ready"
     assert status.address == cluster.pve.leases[200]
@@ -193,13 +201,13 @@ def test_a_dhcp_lease_that_does_not_come_leaves_the_request_provisioning_until_i
     operator.write("requests/app.yaml", request_yaml("app"))
     operator.push()
 
-    first = runtime.reconciler.cycle().statuses["app"]
+    first = runtime.reconciler.once().statuses["app"]
     assert first.phase == "Provisioning"
     assert first.message == "container 200 running on pve1; waiting for a DHCP address"
 
     cluster.pve.lease_delay = 0.0
-    second = runtime.reconciler.cycle()
-    assert [type(a).__name__ for a in second.decision.plan.actions] == ["FindAddress"]
+    second = runtime.reconciler.once()
+    assert [job_type(runtime, j) for j in second.started.values()] == ["find-address"]
     assert second.statuses["app"].phase == "Ready"
     assert len(cluster.containers()) == 1
 
@@ -212,13 +220,14 @@ def test_a_stopped_container_is_started_and_foreign_guests_are_never_touched(
     )
     operator.write("requests/svc.yaml", request_yaml("svc"))
     operator.push()
-    runtime.reconciler.cycle()
+    runtime.reconciler.once()
     [ours] = [c for c in cluster.containers() if c.vmid != 250]
     ours.status = "stopped"
 
-    report = runtime.reconciler.cycle()
+    report = runtime.reconciler.once()
 
-    assert [a.describe() for a in report.decision.plan.actions] == [f"start svc: lxc {ours.vmid} on pve1"]
+    assert [job_type(runtime, j) for j in report.started.values()] == ["start"]
+    assert runtime.store.logs(report.started["svc"])[0].message == f"start svc: lxc {ours.vmid} on pve1"
     assert ours.status == "running"
     assert foreign.status == "stopped"
     touched = {path for method, path, _ in cluster.pve.requests if method != "GET"}
@@ -233,7 +242,7 @@ def test_a_static_address_used_by_a_foreign_guest_is_refused(
     operator.write("requests/fine.yaml", request_yaml("fine", network=static("192.168.50.61/24")))
     operator.push()
 
-    report = runtime.reconciler.cycle()
+    report = runtime.reconciler.once()
 
     assert report.statuses["clash"].problems == ("network.address: 192.168.50.60 is already used by guest 250",)
     assert report.statuses["fine"].phase == "Ready"
@@ -250,7 +259,7 @@ def test_a_domain_of_a_hand_written_service_file_is_refused_and_the_file_left_al
     )
     operator.push()
 
-    status = runtime.reconciler.cycle().statuses["wiki"]
+    status = runtime.reconciler.once().statuses["wiki"]
 
     assert status.problems == ("service.domain: wiki.example.com is already defined by a hand-written service file",)
     operator.pull()
@@ -265,11 +274,11 @@ def test_a_crash_during_create_is_recognised_after_restart_and_not_repeated(
     operator.push()
     # What a daemon killed mid-create leaves behind: its intent in SQLite, a locked guest without tags.
     cluster.pve.add_ct(200, None, node="pve1", config={"lock": "create"}, defaults=False)
-    runtime.store.record_resource("slow", 200, "pve1", "creating", None)
+    runtime.store.hold("slow", ResourceKind.LXC, "200", "pve1", ResourceState.CREATING, None)
 
-    report = runtime.reconciler.cycle()
+    report = runtime.reconciler.once()
 
-    assert report.decision.plan.actions == []
+    assert report.started == {}
     assert report.statuses["slow"].phase == "Provisioning"
     assert len(cluster.containers()) == 1 and cluster.create_posts() == []
 
@@ -279,12 +288,12 @@ def test_removing_a_request_keeps_its_container_and_drops_its_route(
 ) -> None:
     operator.write("requests/blog.yaml", request_yaml("blog", **BLOG))
     operator.push()
-    runtime.reconciler.cycle()
+    runtime.reconciler.once()
     operator.pull()
     operator.remove("requests/blog.yaml")
     operator.push("remove blog")
 
-    report = runtime.reconciler.cycle()
+    report = runtime.reconciler.once()
 
     assert report.statuses["blog"].phase == "Orphaned"
     assert [c.status for c in cluster.containers()] == ["running"]
@@ -305,14 +314,15 @@ def test_the_operator_pushing_during_a_cycle_loses_nothing(
     other.write("notes.txt", "from the laptop\n")
     laptop = other.push("laptop edit")
 
-    outcomes = runtime.reconciler.applier.apply(decision.plan.actions)
-    statuses = runtime.reconciler.statuses(source, decision, outcomes)
+    started = runtime.reconciler.runner.submit(decision.plan.actions, runtime.reconciler.tools)
+    statuses = runtime.reconciler.statuses(source, decision, started, {})
     files = runtime.reconciler.generated_files(source, decision, statuses)
     runtime.reconciler.checkout.publish(files, "reconciler: test")
+    assert runtime.runner.wait_idle(30)
 
     operator.pull()
     assert operator.read("notes.txt") == "from the laptop\n"
-    assert operator.yaml("status/one.yaml")["phase"] == "Ready"
+    assert operator.yaml("status/one.yaml")["phase"] == "Provisioning"
     history = [c.hexsha for c in operator.repo.iter_commits("origin/main")]
     assert laptop in history  # never rewritten, never force-pushed
     assert history.index(laptop) == 1
@@ -326,7 +336,7 @@ def test_containers_on_different_nodes_get_distinct_vmids(
         operator.write(f"requests/w{i}.yaml", request_yaml(f"w{i}", node=f"pve{i % 3 + 1}"))
     operator.push()
 
-    report = runtime.reconciler.cycle()
+    report = runtime.reconciler.once()
 
     assert set(report.phases) == {"Ready"}
     vmids = [c.vmid for c in cluster.containers()]
@@ -345,11 +355,11 @@ def test_a_flaky_network_never_leads_to_a_duplicate_and_everything_gets_ready(
     errors = 0
     for _ in range(40):
         try:
-            report = runtime.reconciler.cycle()
+            report = runtime.reconciler.once()
         except ProxmoxError:
             errors += 1  # the cycle as a whole could not observe: nothing was changed
             continue
-        if set(report.phases) == {"Ready"} and not report.decision.plan.actions:
+        if set(report.phases) == {"Ready"} and not report.started:
             break
     cluster.pve.flaky_network()
 
@@ -388,7 +398,7 @@ def test_creates_run_in_parallel_across_nodes_but_at_most_parallel_per_node_on_o
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        report = runtime.reconciler.cycle()
+        report = runtime.reconciler.once()
     finally:
         done.set()
         sampler.join()

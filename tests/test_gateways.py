@@ -7,29 +7,16 @@ from pathlib import Path
 import pytest
 from conftest import FakeCluster
 
-from reconciler.config import GIT_TOKEN_ENV, GitConfig, ProxmoxConfig
+from reconciler.config import ProxmoxConfig
 from reconciler.demo import TOKEN_ID
-from reconciler.errors import GitError, ProxmoxError
-from reconciler.gateways.git import Checkout
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
+from reconciler.model.errors import ProxmoxError
 
 
 def pve_for(cluster: FakeCluster, **changes: object) -> Proxmox:
     config = ProxmoxConfig(host="127.0.0.1", port=cluster.port, token_id=TOKEN_ID, ca_file=cluster.ca_file, **changes)  # type: ignore[arg-type]
     return Proxmox(config, cluster.secret)
-
-
-def test_a_git_token_is_used_from_the_environment_and_never_written_to_git_config(tmp_path: Path) -> None:
-    token = "ghp_never_on_disk_123456"
-    config = GitConfig(remote="https://127.0.0.1:1/infra.git", checkout=tmp_path / "co")
-    checkout = Checkout(config, {GIT_TOKEN_ENV: token, "PATH": "/usr/bin:/bin"})
-    with pytest.raises(GitError) as caught:
-        checkout.sync()  # nothing listens there: the fetch fails, after having been given the header
-    assert token not in str(caught.value)
-    on_disk = b"".join(p.read_bytes() for p in (tmp_path / "co" / ".git").rglob("*") if p.is_file())
-    assert token.encode() not in on_disk
-    assert b"https://127.0.0.1:1/infra.git" in (tmp_path / "co" / ".git" / "config").read_bytes()
 
 
 def test_a_wrong_token_and_an_unverifiable_certificate_are_told_apart(cluster: FakeCluster) -> None:

@@ -2,36 +2,50 @@
 
 from __future__ import annotations
 
-from conftest import PROFILES, SITE, request_yaml, static
+from ipaddress import IPv4Interface
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.config import Range
-from reconciler.desired.validate import Desired, RequestFile, validate
-from reconciler.gateways.proxmox import GuestInfo
-from reconciler.gateways.sqlite import Resource
-from reconciler.marker import tags_for
-from reconciler.observe import Observed
-from reconciler.plan import Create, FindAddress, Start, create_params, plan
+from reconciler.model.action import CreateContainer, FindAddress, StartContainer
+from reconciler.model.desired import ContainerSpec, Desired, Network
+from reconciler.model.observed import Guest, Held, Observed, Running
+from reconciler.model.owner import tags_for
+from reconciler.model.retry import RetryPolicy
+from reconciler.model.standing import Standing
+from reconciler.model.vocab import GuestStatus, JobType, NetworkMode, Phase, ResourceKind, ResourceState
+from reconciler.plan import plan
 
-RANGE = Range(low=200, high=209)
+RANGE = range(200, 210)
 
 
-def desired(name: str, **changes: object) -> Desired:
-    valid, invalid = validate(
-        [RequestFile(f"requests/{name}.yaml", name, request_yaml(name, **changes).encode())], PROFILES, SITE
+def desired(name: str, address: str | None = None, start: bool = True, cores: int = 1) -> Desired:
+    """Desired state built directly: no YAML, so any name a strategy draws is a name, never a boolean."""
+    network = (
+        Network(NetworkMode.STATIC, "vmbr0", IPv4Interface(address)) if address else Network(NetworkMode.DHCP, "vmbr0")
     )
-    assert not invalid, invalid
-    return valid[0]
+    container = ContainerSpec(
+        node="pve1",
+        hostname=name,
+        description="",
+        template="local:vztmpl/debian.tar.zst",
+        storage="local-lvm",
+        cores=cores,
+        memory=512,
+        disk=8,
+        network=network,
+        start=start,
+    )
+    return Desired(name, f"requests/{name}.yaml", "r1", "generic-service", container)
 
 
-def guest(vmid: int, name: str | None, status: str = "running", node: str = "pve1", **kw: object) -> GuestInfo:
+def guest(vmid: int, name: str | None, status: str = "running", node: str = "pve1", **kw: object) -> Guest:
     fields: dict[str, object] = dict(
         vmid=vmid,
         node=node,
         type="lxc",
         name=name or f"ct{vmid}",
-        status=status,
+        status=GuestStatus(status),
         tags=tuple(tags_for(name, False)) if name else (),
         lock=None,
         template=False,
@@ -40,73 +54,112 @@ def guest(vmid: int, name: str | None, status: str = "running", node: str = "pve
         disk_gb=8,
     )
     fields.update(kw)
-    return GuestInfo(**fields)  # type: ignore[arg-type]
+    return Guest(**fields)  # type: ignore[arg-type]
+
+
+def held(name: str, vmid: int, address: str | None = None, state: ResourceState = ResourceState.CREATED) -> Held:
+    return Held(name, ResourceKind.LXC, str(vmid), "pve1", state, address, 1)
 
 
 def test_a_missing_container_is_created_with_the_first_free_vmid_of_the_range() -> None:
-    result = plan([desired("a")], Observed((guest(200, None), guest(201, "other"))), {}, RANGE)
-    assert result.actions == [Create(desired("a"), 202)]
+    result = plan([desired("a")], [], Observed((guest(200, None), guest(201, "other"))), RANGE)
+    assert result.actions == [CreateContainer(desired("a"), 202, "pve1")]
+    assert result.standings["a"].phase == Phase.PROVISIONING
+    assert result.standings["a"].message == "creating container 202 on pve1"
 
 
 def test_a_stopped_container_is_started_and_a_running_one_is_left_alone() -> None:
     observed = Observed((guest(200, "a", "stopped"), guest(201, "b")))
-    result = plan([desired("a"), desired("b", network=static("192.168.50.20/24"))], observed, {}, RANGE)
-    assert result.actions == [Start(desired("a"), 200, "pve1")]
-    assert result.verdicts["b"].phase == "Ready"
-    assert result.verdicts["b"].address == "192.168.50.20"
+    result = plan([desired("a"), desired("b", "192.168.50.20/24")], [], observed, RANGE)
+    assert result.actions == [StartContainer(desired("a"), 200, "pve1")]
+    assert result.standings["b"].phase == Phase.READY
+    assert result.standings["b"].address == "192.168.50.20"
 
 
 def test_start_false_leaves_a_stopped_container_stopped() -> None:
-    result = plan([desired("a", start=False)], Observed((guest(200, "a", "stopped"),)), {}, RANGE)
+    result = plan([desired("a", start=False)], [], Observed((guest(200, "a", "stopped"),)), RANGE)
     assert result.actions == []
-    assert result.verdicts["a"].phase == "Ready"
+    assert result.standings["a"].phase == Phase.READY
 
 
 def test_a_running_dhcp_container_without_a_known_address_gets_it_looked_up() -> None:
-    observed = Observed((guest(200, "a"),))
-    assert plan([desired("a")], observed, {}, RANGE).actions == [FindAddress(desired("a"), 200, "pve1")]
-    known = {"a": Resource("a", 200, "pve1", "created", "192.168.50.7", 1)}
-    assert plan([desired("a")], observed, known, RANGE).verdicts["a"].address == "192.168.50.7"
+    assert plan([desired("a")], [], Observed((guest(200, "a"),)), RANGE).actions == [
+        FindAddress(desired("a"), 200, "pve1")
+    ]
+    known = Observed((guest(200, "a"),), held={"a": (held("a", 200, "192.168.50.7"),)})
+    assert plan([desired("a")], [], known, RANGE).standings["a"].address == "192.168.50.7"
 
 
 def test_two_containers_marked_for_one_request_are_reported_not_touched() -> None:
-    result = plan([desired("a")], Observed((guest(200, "a"), guest(201, "a"))), {}, RANGE)
+    result = plan([desired("a")], [], Observed((guest(200, "a"), guest(201, "a"))), RANGE)
     assert result.actions == []
-    assert result.verdicts["a"].phase == "Failed"
-    assert "200, 201" in result.verdicts["a"].message
+    assert result.standings["a"].phase == Phase.FAILED
+    assert "200, 201" in result.standings["a"].message
 
 
 def test_a_full_range_fails_the_request_instead_of_stepping_outside_it() -> None:
-    full = Observed(tuple(guest(v, None) for v in range(200, 210)))
-    result = plan([desired("a")], full, {}, RANGE)
+    full = Observed(tuple(guest(v, None) for v in RANGE))
+    result = plan([desired("a")], [], full, RANGE)
     assert result.actions == []
-    assert result.verdicts["a"].message == "no free VMID left in the approved range 200..209"
+    assert result.standings["a"].message == "no free VMID left in the approved range 200..209"
 
 
 def test_drift_is_reported_but_never_acted_on() -> None:
     result = plan(
-        [desired("a", resources={"cores": 2, "memory": 512, "disk": 8})],
-        Observed((guest(200, "a", node="pve2"),)),
-        {"a": Resource("a", 200, "pve2", "created", "x", 1)},
+        [desired("a", cores=2)],
+        [],
+        Observed((guest(200, "a", node="pve2"),), held={"a": (held("a", 200, "x"),)}),
         RANGE,
     )
     assert result.actions == []
-    assert result.verdicts["a"].message.endswith("node pve2 -> pve1, cores 1 -> 2")
+    assert result.standings["a"].message.endswith("node pve2 -> pve1, cores 1 -> 2")
 
 
 def test_an_owned_guest_without_a_request_file_is_orphaned_and_left_alone() -> None:
-    result = plan([], Observed((guest(200, "gone"),)), {}, RANGE, request_names=[])
+    result = plan([], [], Observed((guest(200, "gone"),)), RANGE, request_names=[])
     assert result.actions == []
-    assert result.verdicts["gone"].phase == "Orphaned"
+    assert result.standings["gone"].phase == Phase.ORPHANED
 
 
-def test_create_params_carry_the_profile_features_and_the_ownership_tags() -> None:
-    d = desired("m", profile="monitoring-node", network=static("192.168.50.30/24", vlan=10))
-    params = create_params(d, 205)
-    assert params["net0"] == "name=eth0,bridge=vmbr0,ip=192.168.50.30/24,gw=192.168.50.1,tag=10"
-    assert params["tags"] == "monitoring;reconciler;reconciler.m"
-    assert params["features"] == "nesting=1"
-    assert "keyctl" not in str(params) and "password" not in params
+def test_a_request_with_a_job_in_flight_is_never_given_a_second_one_and_its_vmid_stays_taken() -> None:
+    running = Running(7, CreateContainer(desired("a"), 200, "pve1"))
+    result = plan([desired("a"), desired("b")], [], Observed((), in_flight={"a": running}), RANGE)
+    assert result.actions == [CreateContainer(desired("b"), 201, "pve1")]
+    assert result.standings["a"] == Standing(
+        "a", "requests/a.yaml", Phase.PROVISIONING, "creating container 200 on pve1", "r1", 200, "pve1", job=7
+    )
+
+
+def test_a_failed_attempt_holds_the_same_work_back_until_its_retry_time_or_a_new_revision() -> None:
+    failed = Standing("a", "requests/a.yaml", Phase.FAILED, "create failed: storage full", "r1", job=3)
+    attempt = RetryPolicy(30, 3600).next(None, JobType.CREATE, "r1", failed, True, now=100.0)
+    observed = Observed((), attempts={"a": attempt})
+    held_back = plan([desired("a")], [], observed, RANGE, now=129.0)
+    assert held_back.actions == [] and held_back.standings["a"] == failed
+    assert len(plan([desired("a")], [], observed, RANGE, now=130.0).actions) == 1
+    changed = Desired(**{**desired("a").__dict__, "revision": "r2"})
+    assert len(plan([changed], [], observed, RANGE, now=101.0).actions) == 1
+
+
+def test_retry_waits_double_up_to_the_cap_and_a_permanent_failure_waits_the_cap() -> None:
+    policy = RetryPolicy(30, 100)
+    standing = Standing("a", "requests/a.yaml", Phase.FAILED, "x")
+    attempt = None
+    waits = []
+    for _ in range(4):
+        attempt = policy.next(attempt, JobType.START, "r1", standing, True, now=0.0)
+        waits.append(attempt.retry_at)
+    assert waits == [30, 60, 100, 100]
+    assert policy.next(attempt, JobType.START, "r2", standing, True, now=0.0).failures == 1  # a new file starts anew
+    assert policy.next(None, JobType.START, "r1", standing, False, now=0.0).retry_at == 100
+
+
+def test_a_create_left_running_by_an_earlier_process_is_recognised_not_repeated() -> None:
+    locked = guest(200, None, "stopped", lock="create")
+    observed = Observed((locked,), held={"a": (held("a", 200, state=ResourceState.CREATING),)})
+    result = plan([desired("a")], [], observed, RANGE)
+    assert result.actions == []
+    assert result.standings["a"].message == "create task of container 200 still running"
 
 
 names = st.lists(st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), unique=True, max_size=8)
@@ -115,25 +168,24 @@ names = st.lists(st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), unique=Tr
 @settings(max_examples=150, deadline=None)
 @given(
     wanted=names,
-    taken=st.lists(st.integers(190, 215), unique=True, max_size=12),
-    owned=names,
-    statuses=st.lists(st.sampled_from(["running", "stopped", "unknown"]), min_size=8, max_size=8),
+    vmids=st.lists(st.integers(190, 215), unique=True, max_size=20),
+    owners=st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "on", "yes", "x1"])), max_size=20),
+    statuses=st.lists(st.sampled_from(["running", "stopped", "unknown"]), min_size=20, max_size=20),
 )
 def test_plan_never_reuses_a_vmid_never_leaves_the_range_and_never_acts_on_a_foreign_guest(
-    wanted: list[str], taken: list[int], owned: list[str], statuses: list[str]
+    wanted: list[str], vmids: list[int], owners: list[str | None], statuses: list[str]
 ) -> None:
-    guests = [guest(v, None) for v in taken]
-    free = (v for v in range(300, 400))
-    guests += [guest(next(free), n, statuses[i]) for i, n in enumerate(owned)]
-    result = plan([desired(n) for n in wanted], Observed(tuple(guests)), {}, RANGE, wanted)
+    # Owned and foreign guests draw their VMIDs from one pool, inside and around the approved range.
+    guests = [guest(v, owners[i] if i < len(owners) else None, statuses[i]) for i, v in enumerate(vmids)]
+    foreign = {g.vmid for g in guests if not g.tags}
+    result = plan([desired(n) for n in wanted], [], Observed(tuple(guests)), RANGE, request_names=wanted)
 
-    creates = [a for a in result.actions if isinstance(a, Create)]
-    vmids = [a.vmid for a in creates]
-    assert len(vmids) == len(set(vmids))
-    assert all(v in RANGE and v not in taken for v in vmids)
-    foreign = set(taken)
-    assert not any(getattr(a, "vmid", None) in foreign for a in result.actions if not isinstance(a, Create))
-    acted = {a.desired.name for a in result.actions}
-    assert acted.isdisjoint(result.verdicts)
-    assert acted | set(result.verdicts) >= set(wanted)
-    assert {n for n in owned if n not in wanted} == {n for n, v in result.verdicts.items() if v.phase == "Orphaned"}
+    creates = [a.vmid for a in result.actions if isinstance(a, CreateContainer)]
+    assert len(creates) == len(set(creates))
+    assert all(v in RANGE and v not in vmids for v in creates)
+    assert not any(a.vmid in foreign for a in result.actions)
+    assert {a.name for a in result.actions} <= set(wanted) <= set(result.standings)
+    owned = {g.tags[-1].removeprefix("reconciler.") for g in guests if g.tags}
+    assert {n for n in owned if n not in wanted} == {
+        n for n, s in result.standings.items() if s.phase == Phase.ORPHANED
+    }

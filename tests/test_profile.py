@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.desired.profile import builtin_profiles_dir, load_profiles
-from reconciler.errors import ConfigError
+from reconciler.model.errors import ConfigError
 
 
 def test_the_four_profiles_of_the_spec_ship() -> None:

@@ -6,9 +6,11 @@ import pytest
 import yaml
 
 from reconciler.config import PathsConfig
+from reconciler.model.standing import Standing
+from reconciler.model.vocab import Phase
 from reconciler.report import caddy
 from reconciler.report.files import GeneratedPaths, changes
-from reconciler.report.status import Status, parse
+from reconciler.report.status import compute, parse, render
 
 
 def test_the_caddy_file_has_exactly_the_operators_shape() -> None:
@@ -39,23 +41,46 @@ def test_hand_written_service_files_claim_their_domain() -> None:
     assert found["blog.example.com"] == "blog"
 
 
-def test_a_status_file_is_a_pure_function_of_its_fields() -> None:
-    status = Status(
-        "blog",
-        "requests/blog.yaml",
-        "Ready",
-        "container 200 running on pve1",
-        "abc",
-        200,
-        "pve1",
-        "192.168.50.210",
-        "caddy/services/blog.example.com.yaml",
-        7,
+STATUS = Standing(
+    "blog",
+    "requests/blog.yaml",
+    Phase.READY,
+    "container 200 running on pve1",
+    "abc",
+    200,
+    "pve1",
+    "192.168.50.210",
+    "caddy/services/blog.example.com.yaml",
+    7,
+)
+
+
+def test_a_status_file_reads_back_as_the_standing_it_was_written_from() -> None:
+    text = render(STATUS)
+    assert text.startswith("# Written by reconciler for requests/blog.yaml;")
+    assert yaml.safe_load(text)["phase"] == "Ready"
+    assert parse(text.encode()) == STATUS
+    assert STATUS.same_as(Standing(**{**STATUS.__dict__, "job": 8}))
+    assert not STATUS.same_as(Standing(**{**STATUS.__dict__, "phase": Phase.FAILED}))
+
+
+def test_an_unchanged_status_keeps_its_first_job_and_a_new_invalid_one_asks_for_a_validate_job() -> None:
+    fresh = Standing(**{**STATUS.__dict__, "service": None, "job": None})
+    bad = Standing("bad", "requests/bad.yaml", Phase.INVALID, "1 problem(s)", problems=("node: nope",))
+    new = Standing("new", "requests/new.yaml", Phase.PROVISIONING, "creating container 201 on pve1")
+    result = compute(
+        {"blog": fresh, "bad": bad, "new": new, "held": new},
+        previous={"blog": STATUS},
+        started={"new": 12},
+        deferred={"held": "create held: lxc 202 on pve1"},
+        services={"blog": "caddy/services/blog.example.com.yaml"},
+        last_jobs={"blog": 30},
     )
-    assert status.render() == status.render()
-    assert parse(status.render().encode()) == status
-    assert status.same_as(Status(**{**status.__dict__, "job": 8}))
-    assert not status.same_as(Status(**{**status.__dict__, "phase": "Failed"}))
+    assert result.by_name["blog"] is STATUS  # same content: the old file and its job stand
+    assert result.by_name["new"].job == 12
+    assert result.to_record == ["bad"]
+    assert result.by_name["held"].phase == Phase.PENDING
+    assert result.by_name["held"].message == "waiting to create held: lxc 202 on pve1"
 
 
 @pytest.mark.parametrize("stem", ["../../etc/passwd", ".git", "a/b", "..", "ok name"])

@@ -10,13 +10,21 @@ from conftest import PROFILES, SITE, request_yaml, static
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.desired.validate import Claims, RequestFile, validate
+from reconciler.desired.validate import validate
+from reconciler.model.desired import Invalid, RequestFile
+from reconciler.plan.conflicts import Claims, resolve_clashes
+
+
+def check(files: list[RequestFile], claims: Claims | None = None) -> list[Invalid]:
+    """Each file on its own, then the clash rule every pass uses: what an operator sees as Invalid."""
+    valid, invalid = validate(files, PROFILES, SITE)
+    _, refused = resolve_clashes(valid, claims or Claims())
+    return invalid + refused
 
 
 def problems(stem: str = "w", claims: Claims | None = None, /, **changes: Any) -> list[str]:
     file = RequestFile(f"requests/{stem}.yaml", stem, request_yaml(stem, **changes).encode())
-    _, invalid = validate([file], PROFILES, SITE, claims)
-    return [str(p) for i in invalid for p in i.problems]
+    return [str(p) for i in check([file], claims) for p in i.problems]
 
 
 def test_the_readme_request_is_valid() -> None:
@@ -121,11 +129,11 @@ def files(*docs: tuple[str, dict[str, Any]]) -> list[RequestFile]:
 
 def test_a_domain_wanted_twice_goes_to_the_first_name_unless_the_other_is_already_provisioned() -> None:
     svc = {"service": {"domain": "app.example.com"}}
-    _, invalid = validate(files(("b", svc), ("a", svc)), PROFILES, SITE)
+    invalid = check(files(("b", svc), ("a", svc)))
     assert [(i.name, [str(p) for p in i.problems]) for i in invalid] == [
         ("b", ["service.domain: app.example.com is also requested by a"])
     ]
-    _, invalid = validate(files(("b", svc), ("a", svc)), PROFILES, SITE, Claims(provisioned=frozenset({"b"})))
+    invalid = check(files(("b", svc), ("a", svc)), Claims(provisioned=frozenset({"b"})))
     assert [i.name for i in invalid] == ["a"]
 
 
@@ -139,7 +147,7 @@ def test_a_domain_in_a_generated_service_file_belongs_to_its_request() -> None:
 
 def test_a_static_address_is_unique_across_requests_and_existing_guests() -> None:
     net = {"network": static("192.168.50.40/24")}
-    _, invalid = validate(files(("a", net), ("b", net)), PROFILES, SITE)
+    invalid = check(files(("a", net), ("b", net)))
     assert [str(p) for p in invalid[0].problems] == ["network.address: 192.168.50.40 is also requested by a"]
     claims = Claims(foreign_ips={IPv4Address("192.168.50.40"): 250})
     assert problems("a", claims, **net) == ["network.address: 192.168.50.40 is already used by guest 250"]
@@ -151,3 +159,15 @@ def test_any_file_content_is_either_valid_or_invalid_with_reasons_never_a_crash(
     valid, invalid = validate([RequestFile("requests/x.yaml", "x", blob)], PROFILES, SITE)
     assert len(valid) + len(invalid) == 1
     assert all(i.problems for i in invalid)
+
+
+@pytest.mark.parametrize("name", ["on", "off", "yes", "no", "y", "n"])
+def test_names_yaml_1_1_reads_as_booleans_are_names(name: str) -> None:
+    text = f"apiVersion: reconciler/v1\nkind: lxc\nname: {name}\nprofile: generic-service\nnode: pve1\n"
+    text += "storage: local-lvm\nresources: {cores: 1, memory: 512, disk: 8}\nnetwork: {mode: dhcp, bridge: vmbr0}\n"
+    valid, invalid = validate([RequestFile(f"requests/{name}.yaml", name, text.encode())], PROFILES, SITE)
+    assert invalid == [] and valid[0].name == name and valid[0].container.hostname == name
+
+
+def test_booleans_are_still_true_and_false() -> None:
+    assert problems(start="yes") == ["start: Input should be a valid boolean"]

@@ -1,4 +1,9 @@
-"""`reconciler run`: reconcile at start, then on the timer, a webhook or a watched change; never two at once."""
+"""`reconciler run`: reconcile at start, then on the timer, a webhook, a watched change or a job's end.
+
+Passes never overlap and never wait for the work they start. The lock, the job database and the runner
+belong to the process; a reload (SIGHUP, or a watched change of the config or a profile) builds a new
+Reconciler first and swaps it in only when it is whole, so a broken file never stops the daemon.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -15,23 +21,25 @@ import structlog
 
 from reconciler.config import Config, load_config
 from reconciler.cycle import CycleReport
-from reconciler.daemon.backoff import Backoff
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.server import Endpoints, serve
 from reconciler.daemon.systemd import Notifier
 from reconciler.daemon.triggers import Triggers
 from reconciler.daemon.watch import start_watching
 from reconciler.desired.profile import builtin_profiles_dir
-from reconciler.errors import ConfigError, GitError, ProxmoxError
 from reconciler.logs import register_secret
-from reconciler.runtime import Runtime, open_runtime
+from reconciler.model.errors import ConfigError, GitError, ProxmoxError
+from reconciler.runtime import Runtime, build_reconciler, open_runtime
 
 log = structlog.get_logger("reconciler.daemon")
+
+# Changing these needs a restart: the lock and the job database belong to the process.
+RESTART_ONLY = (("git", "checkout"), ("state", "database"), ("http", "listen"))
 
 
 @dataclass
 class Health:
-    """What /readyz judges: the last good cycle, and whether Git and Proxmox answered last time."""
+    """What /readyz judges: the last good pass, and whether Git and Proxmox answered last time."""
 
     last_good: float | None = None  # monotonic
     fetch_ok: bool = True
@@ -39,38 +47,44 @@ class Health:
     last_error: str = ""
 
 
-class Daemon:
-    """The long-running loop around the reconcile cycle."""
+def next_wake(now: float, interval: float, provisioning: bool, recheck: float, next_retry: float | None) -> float:
+    """When to reconcile without a trigger: the poll, sooner while a request is Provisioning or a retry is due."""
+    deadline = now + interval
+    if provisioning:  # e.g. a create left running by an earlier process: look again soon
+        deadline = min(deadline, now + recheck)
+    if next_retry is not None:
+        deadline = min(deadline, next_retry + 0.01)
+    return deadline
 
-    def __init__(self, config_path: Path, environ: dict[str, str] | None = None) -> None:
+
+class Daemon:
+    """The long-running loop around the reconcile pass."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        environ: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config_path = config_path
         self.environ = dict(os.environ if environ is None else environ)
+        self.clock = clock
         self.metrics = Metrics()
-        self.triggers = Triggers()
+        self.triggers = Triggers(clock, on_fire=lambda reason: self.metrics.triggers.labels(reason).inc())
         self.stopping = threading.Event()
         self.reload = threading.Event()
         self.notifier = Notifier(self.environ)
         self.health = Health()
         self.config: Config = load_config(config_path)
-        self.backoff = Backoff(self.config.daemon.backoff_base, self.config.daemon.backoff_max)
         self._watch_stop = threading.Event()
         self._provisioning = False
-
-    def _open(self, config: Config) -> Runtime:
-        return open_runtime(
-            config,
-            self.environ,
-            on_job=self.metrics.job_done,
-            on_request=self.metrics.proxmox_request,
-            stopping=self.stopping,
-            heartbeat=self.notifier.watchdog,
-        )
+        self.runtime: Runtime | None = None
 
     def readiness(self) -> tuple[bool, str]:
         h = self.health
         if h.last_good is None:
             return False, "no successful cycle yet" + (f": {h.last_error}" if h.last_error else "")
-        age = time.monotonic() - h.last_good
+        age = self.clock() - h.last_good
         if age > self.config.daemon.stale_after:
             return False, f"last successful cycle {age:.0f} s ago: {h.last_error}"
         if not h.fetch_ok:
@@ -88,6 +102,8 @@ class Daemon:
             log.info("stopping: running tasks may finish", grace_seconds=self.config.daemon.stop_grace)
             self.notifier.stopping()
         self.stopping.set()
+        if self.runtime is not None:
+            self.runtime.runner.stop()
         self.triggers.fire("stop")
 
     def _hangup(self, signum: int, frame: FrameType | None) -> None:
@@ -97,7 +113,14 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; 0 on a clean stop."""
         register_secret(self.environ.get(self.config.http.webhook_secret_env, ""))
-        runtime = self._open(self.config)
+        runtime = self.runtime = open_runtime(
+            self.config,
+            self.environ,
+            on_job=self.metrics.job_done,
+            on_request=self.metrics.proxmox_request,
+            on_done=lambda: self.triggers.fire("job"),
+            heartbeat=self.notifier.watchdog,
+        )
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         signal.signal(signal.SIGHUP, self._hangup)
@@ -119,9 +142,12 @@ class Daemon:
         try:
             while not self.stopping.is_set():
                 if self.reload.is_set():
-                    runtime = self._reload(runtime)
-                self._cycle(runtime, reasons)
-                reasons = self._wait()
+                    self._reload(runtime)
+                self._pass(runtime, reasons)
+                reasons = self._wait(runtime)
+            # Running jobs get the stop grace; then one last pass writes down where everything stands.
+            runtime.runner.wait_idle(self.config.daemon.stop_grace + 10)
+            self._pass(runtime, {"stop"})
         finally:
             self._watch_stop.set()
             server.shutdown()
@@ -137,56 +163,73 @@ class Daemon:
         start_watching(
             config.git.local_path,
             files,
-            lambda: self.triggers.fire("remote changed"),
+            self._remote_moved,
             lambda: self._hangup(signal.SIGHUP, None),
             self._watch_stop,
         )
 
-    def _reload(self, runtime: Runtime) -> Runtime:
+    def _remote_moved(self) -> None:
+        """The local remote's refs changed: reconcile, unless the tip is the reconciler's own push."""
+        runtime = self.runtime
+        if runtime is not None:
+            checkout = runtime.reconciler.checkout
+            try:
+                tip = checkout.remote_tip()
+            except GitError:
+                tip = None  # cannot tell: look
+            if tip is not None and checkout.is_own(tip):
+                self.metrics.own_pushes_seen.inc()
+                return
+        self.triggers.fire("watch")
+
+    def _reload(self, runtime: Runtime) -> None:
+        """Swap in a Reconciler built from the files as they are now; on any problem keep the running one."""
         self.reload.clear()
         try:
             config = load_config(self.config_path)
+            changed = [
+                f"{section}.{key}"
+                for section, key in RESTART_ONLY
+                if getattr(getattr(config, section), key) != getattr(getattr(self.config, section), key)
+            ]
+            if changed:
+                raise ConfigError(str(self.config_path), [f"{', '.join(changed)}: a change here needs a restart"])
+            fresh = build_reconciler(
+                config, self.environ, runtime.store, runtime.runner, on_request=self.metrics.proxmox_request
+            )
         except ConfigError as exc:
-            log.error("reload refused; keeping the running config", problems=exc.problems)
-            return runtime
-        runtime.close()
-        try:
-            fresh = self._open(config)
-        except ConfigError as exc:
-            log.error("reload refused; keeping the running config", problems=exc.problems)
-            return self._open(self.config)
+            log.error("reload refused; keeping the running config", source=exc.source, problems=exc.problems)
+            self.metrics.reload(ok=False)
+            return
+        old, runtime.reconciler = runtime.reconciler, fresh
+        old.close()
         self._watch_stop.set()
         self.config = config
         self._watch(config)
+        self.metrics.reload(ok=True)
         log.info("config reloaded")
-        return fresh
 
-    def _wait(self) -> set[str]:
-        """Sleep until a trigger, the next poll (with jitter) or the end of a request's backoff."""
+    def _wait(self, runtime: Runtime) -> set[str]:
+        """Sleep until a trigger, the next poll (with jitter), a due retry or a recheck while Provisioning."""
         daemon = self.config.daemon
         interval = daemon.interval * (1 + random.uniform(-daemon.jitter, daemon.jitter))
-        deadline = time.monotonic() + interval
-        if self._provisioning:  # a create or a DHCP lease is under way: look again soon
-            deadline = min(deadline, time.monotonic() + daemon.recheck)
-        waiting = self.backoff.waiting()
-        if waiting:
-            deadline = min(deadline, time.monotonic() + min(waiting.values()) + 0.01)
+        deadline = next_wake(self.clock(), interval, self._provisioning, daemon.recheck, runtime.runner.next_retry())
         while not self.stopping.is_set():
             self.notifier.watchdog()
-            step = min(max(0.0, deadline - time.monotonic()), self.notifier.watchdog_interval or 3600.0)
+            step = min(max(0.0, deadline - self.clock()), self.notifier.watchdog_interval or 3600.0)
             reasons = self.triggers.wait(step)
             if reasons:
                 return reasons
-            if time.monotonic() >= deadline:
+            if self.clock() >= deadline:
                 return {"interval"}
         return {"stop"}
 
-    def _cycle(self, runtime: Runtime, reasons: set[str]) -> CycleReport | None:
-        began = time.monotonic()
+    def _pass(self, runtime: Runtime, reasons: set[str]) -> CycleReport | None:
+        began = self.clock()
         self.notifier.watchdog()
         structlog.contextvars.bind_contextvars(trigger=",".join(sorted(reasons)))
         try:
-            report = runtime.reconciler.cycle(gate=self.backoff.allows)
+            report = runtime.reconciler.cycle()
         except GitError as exc:
             self.metrics.git_failures.labels(exc.step).inc()
             self.health.fetch_ok = exc.step != "fetch"
@@ -202,22 +245,25 @@ class Daemon:
             return None
         finally:
             structlog.contextvars.unbind_contextvars("trigger")
-        seconds = time.monotonic() - began
-        self.backoff.record(report.outcomes, {d.name: d.revision for d in report.decision.valid})
+        seconds = self.clock() - began
         self.metrics.cycles.labels("success").inc()
         self.metrics.cycle_seconds.observe(seconds)
         self.metrics.phases(report.phases)
-        self.metrics.backoff.set(len(self.backoff.waiting()))
+        self.metrics.backoff.set(runtime.runner.in_backoff())
         self.metrics.last_success.set(time.time())
         if report.revision:
             self.metrics.revision.info({"revision": report.revision})
-        self.health = Health(last_good=time.monotonic())
-        self._provisioning = report.phases.get("Provisioning", 0) > 0
+        self.health = Health(last_good=self.clock())
+        # Work of this process ends in a job-end trigger; a guest busy for another reason needs a look.
+        self._provisioning = any(
+            s.phase == "Provisioning" and n not in report.decision.observed.in_flight and n not in report.started
+            for n, s in report.statuses.items()
+        )
         self.notifier.status(f"last cycle: {dict(report.phases)}")
         return report
 
     def _failed(self, reason: str, began: float) -> None:
         self.metrics.cycles.labels("error").inc()
-        self.metrics.cycle_seconds.observe(time.monotonic() - began)
+        self.metrics.cycle_seconds.observe(self.clock() - began)
         self.health.last_error = reason
         log.error("cycle failed", reason=reason)

@@ -9,6 +9,10 @@ reconciler_job_duration_seconds{type} (histogram)
 reconciler_proxmox_requests_total{method, status}
 reconciler_git_failures_total{operation="fetch|commit|push|read history"}
 reconciler_webhook_requests_total{result="accepted|ignored|unauthorized|too_large|bad_request|disabled"}
+reconciler_triggers_total{reason="start|webhook|watch|job|interval|reload|stop"}
+reconciler_own_pushes_seen_total (the watcher saw the reconciler's own push and started nothing)
+reconciler_config_reloads_total{result="success|refused"}
+reconciler_config_last_reload_successful
 reconciler_last_success_timestamp_seconds
 reconciler_revision_info{revision}
 reconciler_build_info{version, python}
@@ -22,9 +26,8 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from reconciler import __version__
+from reconciler.model.vocab import JobType, Phase
 
-PHASES = ("Pending", "Provisioning", "Ready", "Failed", "Invalid", "Orphaned")
-JOB_TYPES = ("create", "start", "find-address", "validate")
 CYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 JOB_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -67,9 +70,22 @@ class Metrics:
             self.cycles.labels(result)
         for operation in ("fetch", "push"):
             self.git_failures.labels(operation)
-        for phase in PHASES:
+        self.triggers = Counter("reconciler_triggers", "Reasons a pass was asked for.", ["reason"], registry=r)
+        self.own_pushes_seen = Counter(
+            "reconciler_own_pushes_seen", "Pushes of the reconciler's own the watcher saw and ignored.", registry=r
+        )
+        self.reloads = Counter("reconciler_config_reloads", "Config reloads by result.", ["result"], registry=r)
+        self.reload_ok = Gauge(
+            "reconciler_config_last_reload_successful",
+            "1 when the last reload of the config and profiles worked (or none was tried), 0 when it was refused.",
+            registry=r,
+        )
+        self.reload_ok.set(1)
+        for result in ("success", "refused"):
+            self.reloads.labels(result)
+        for phase in Phase:
             self.requests.labels(phase).set(0)
-        for job_type in JOB_TYPES:
+        for job_type in JobType:
             for result in ("succeeded", "failed"):
                 self.jobs.labels(job_type, result)
 
@@ -77,11 +93,15 @@ class Metrics:
         self.jobs.labels(job_type, "succeeded" if ok else "failed").inc()
         self.job_seconds.labels(job_type).observe(seconds)
 
+    def reload(self, ok: bool) -> None:
+        self.reloads.labels("success" if ok else "refused").inc()
+        self.reload_ok.set(1 if ok else 0)
+
     def proxmox_request(self, method: str, status: str) -> None:
         self.proxmox.labels(method, status).inc()
 
     def phases(self, counts: Mapping[str, int]) -> None:
-        for phase in PHASES:
+        for phase in Phase:
             self.requests.labels(phase).set(counts.get(phase, 0))
 
     def exposition(self) -> bytes:

@@ -1,4 +1,9 @@
-"""Push webhooks from Gitea, Forgejo and GitHub: HMAC-SHA256 signatures and the pushed branch (pure)."""
+"""Push webhooks from Gitea, Forgejo and GitHub: HMAC-SHA256 signatures and the pushed branch (pure).
+
+A delivery's body is the JSON itself (content type application/json) or a url-encoded form whose single
+field payload holds the JSON (application/x-www-form-urlencoded, GitHub's default). Either way the
+signature covers the body as sent, so it is checked before anything is parsed.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 # Header -> prefix before the hex digest. Gitea also sends X-Hub-Signature-256, as GitHub does.
 SIGNATURE_HEADERS = {
@@ -16,6 +22,7 @@ SIGNATURE_HEADERS = {
     "x-gogs-signature": "",
 }
 EVENT_HEADERS = ("x-github-event", "x-gitea-event", "x-forgejo-event", "x-gogs-event")
+FORM = "application/x-www-form-urlencoded"  # GitHub's default content type (and Gitea's): payload=<url-encoded JSON>
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,21 @@ def signature_ok(secret: bytes, body: bytes, headers: Mapping[str, str]) -> bool
     return False
 
 
+def form_payload(body: bytes) -> str | Verdict:
+    """The single payload field of a url-encoded form body, or the 400 to answer."""
+    try:
+        # parse_qs on bytes re-encodes values as ASCII and fails on any non-ASCII payload: decode first.
+        fields = parse_qs(body.decode(), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        return Verdict(400, "form body is not UTF-8")
+    values = fields.get("payload", [])
+    if not values:
+        return Verdict(400, "form body has no payload field")
+    if len(values) > 1:
+        return Verdict(400, "form body has more than one payload field")
+    return values[0]
+
+
 def judge(secret: bytes, body: bytes, headers: Mapping[str, str], branch: str) -> Verdict:
     """What to answer a webhook delivery, and whether it should start a cycle (headers: lower-case names)."""
     if not signature_ok(secret, body, headers):
@@ -46,10 +68,20 @@ def judge(secret: bytes, body: bytes, headers: Mapping[str, str], branch: str) -
     event = next((headers[h] for h in EVENT_HEADERS if h in headers), "push")
     if event != "push":
         return Verdict(200, f"ignored: {event} event")
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return Verdict(400, "body is not JSON")
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == FORM:
+        form = form_payload(body)
+        if isinstance(form, Verdict):
+            return form
+        try:
+            payload = json.loads(form)
+        except ValueError:
+            return Verdict(400, "payload is not JSON")
+    else:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return Verdict(400, "body is not JSON")
     ref = payload.get("ref") if isinstance(payload, dict) else None
     if ref != f"refs/heads/{branch}":
         return Verdict(202, f"ignored: push to {ref}")

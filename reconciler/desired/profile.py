@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
-from reconciler.errors import ConfigError
-from reconciler.problems import from_validation_error, load_yaml
+from reconciler.model.errors import ConfigError
+from reconciler.parse import from_validation_error, load_yaml
 
 PACKAGE_SETS_FILE = "package-sets.yaml"
 # The only things a profile may ask to run after create; requests can name none of them.
@@ -25,7 +25,7 @@ class Features(BaseModel):
     """Proxmox container features. Only nesting: an API token may set no other (keyctl, fuse are root@pam's)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    nesting: bool = False
+    nesting: StrictBool = False
 
     def pve_value(self) -> str | None:
         return "nesting=1" if self.nesting else None
@@ -41,9 +41,9 @@ class Profile(BaseModel):
     package_sets: list[str] = []
     default_web_server: Literal["nginx", "apache", "none"] = "none"
     default_port: int | None = Field(default=None, ge=1, le=65535)
-    allow_domain: bool = False
-    allow_public_exposure: bool = False
-    monitoring: bool = False
+    allow_domain: StrictBool = False
+    allow_public_exposure: StrictBool = False
+    monitoring: StrictBool = False
     post_create_actions: list[PostCreateAction] = []
     features: Features = Features()
     unprivileged: Literal[True] = True

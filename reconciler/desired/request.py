@@ -6,7 +6,7 @@ import json
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 API_VERSION = "reconciler/v1"
 # RFC 1123 label: what Proxmox accepts as a hostname and what makes a safe file stem and tag.
@@ -44,7 +44,7 @@ class Network(Strict):
 
 class Service(Strict):
     domain: Annotated[str, Field(pattern=DOMAIN, max_length=253)] | None = None
-    expose: bool = Field(default=False, description="write the Caddy service YAML")
+    expose: StrictBool = Field(default=False, description="write the Caddy service YAML")
     visibility: Literal["public", "internal"] = "internal"
     port: int | None = Field(default=None, ge=1, le=65535, description="defaults from the profile")
     health: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/%-]*$", max_length=200)] | None = None
@@ -68,10 +68,10 @@ class Request(Strict):
     node: str
     storage: str
     resources: Resources
-    start: bool = True
+    start: StrictBool = True
     network: Network
     service: Service | None = None
-    monitoring: bool | None = Field(default=None, description="profile default when omitted")
+    monitoring: StrictBool | None = Field(default=None, description="profile default when omitted")
 
     @property
     def host(self) -> str:

@@ -1,81 +1,23 @@
-"""Check request files against the format, the profiles and the site's approved values (pure: no I/O)."""
+"""Check each request file on its own against the format, the profiles and the site's approved values (pure).
+
+Clashes between requests, and with what already exists, are decided in plan.conflicts.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 
 from pydantic import ValidationError
 
 from reconciler.config import SiteConfig
 from reconciler.desired.profile import Profile
 from reconciler.desired.request import Request
-from reconciler.problems import Problem, from_validation_error, load_yaml
-
-
-@dataclass(frozen=True)
-class RequestFile:
-    """A request file as read from the checkout."""
-
-    path: str  # relative to the repository root
-    name: str  # the file's stem, which names the request and its status file
-    text: bytes
-    revision: str | None = None  # the commit that last changed the file
-
-
-@dataclass(frozen=True)
-class Desired:
-    """A valid request, with everything its profile and the site resolve."""
-
-    request: Request
-    profile: Profile
-    template: str
-    gateway: IPv4Address | None
-    port: int | None
-    monitoring: bool
-    path: str
-    revision: str | None
-
-    @property
-    def name(self) -> str:
-        return self.request.name
-
-    @property
-    def static_ip(self) -> IPv4Address | None:
-        address = self.request.network.address
-        return address.ip if address is not None else None
-
-    @property
-    def domain(self) -> str | None:
-        return self.request.service.domain if self.request.service else None
-
-    @property
-    def exposed(self) -> bool:
-        return bool(self.request.service and self.request.service.expose)
-
-
-@dataclass(frozen=True)
-class Invalid:
-    """A request refused with every reason found."""
-
-    name: str
-    path: str
-    revision: str | None
-    problems: list[Problem] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Claims:
-    """What already exists outside the request files and may clash with them."""
-
-    # domain -> the request whose generated service file has it, or None for a hand-written file
-    service_domains: Mapping[str, str | None] = field(default_factory=dict)
-    # requests that already have a container: they keep their domain and address on a clash
-    provisioned: frozenset[str] = frozenset()
-    # addresses configured on guests the reconciler does not own -> vmid
-    foreign_ips: Mapping[IPv4Address, int] = field(default_factory=dict)
+from reconciler.model.desired import ContainerSpec, Desired, Invalid, Network, RequestFile, Service
+from reconciler.model.owner import description_for
+from reconciler.model.problem import Problem
+from reconciler.model.vocab import NetworkMode
+from reconciler.parse import from_validation_error, load_yaml
 
 
 def parse_request(file: RequestFile) -> Request | list[Problem]:
@@ -173,43 +115,50 @@ def _check_service(request: Request, profile: Profile) -> list[Problem]:
 
 
 def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: RequestFile) -> Desired:
-    bridge = site.bridges[request.network.bridge] if site else None
+    net = request.network
+    bridge = site.bridges.get(net.bridge) if site else None
+    gateway = net.gateway or (bridge.gateway if bridge and net.mode == "static" else None)
     service = request.service
-    return Desired(
-        request=request,
-        profile=profile,
+    container = ContainerSpec(
+        node=request.node,
+        hostname=request.host,
+        description=description_for(request.name, file.path, request.description),
         template=site.templates[profile.template] if site else profile.template,
-        gateway=request.network.gateway or (bridge.gateway if bridge and request.network.mode == "static" else None),
-        port=(service.port or profile.default_port) if service else profile.default_port,
-        monitoring=profile.monitoring if request.monitoring is None else request.monitoring,
+        storage=request.storage,
+        cores=request.resources.cores,
+        memory=request.resources.memory,
+        disk=request.resources.disk,
+        network=Network(NetworkMode(net.mode), net.bridge, net.address, gateway, net.vlan),
+        start=request.start,
+        nesting=profile.features.nesting,
+    )
+    return Desired(
+        name=request.name,
         path=file.path,
         revision=file.revision,
+        profile=profile.name,
+        container=container,
+        service=Service(
+            domain=service.domain,
+            expose=service.expose,
+            visibility=service.visibility,
+            port=service.port or profile.default_port,
+            health=service.health,
+        )
+        if service
+        else None,
+        monitoring=profile.monitoring if request.monitoring is None else request.monitoring,
+        post_create=tuple(profile.post_create_actions),
     )
 
 
-def _claim_losers(claimants: dict[str, list[Desired]], provisioned: frozenset[str]) -> dict[str, tuple[str, str]]:
-    """Loser -> (key, winner) for each contested key: a provisioned request keeps what it has, else the first name."""
-    losers: dict[str, tuple[str, str]] = {}
-    for key, group in claimants.items():
-        if len(group) < 2:
-            continue
-        ordered = sorted(group, key=lambda d: (d.name not in provisioned, d.name))
-        for loser in ordered[1:]:
-            losers[loser.name] = (key, ordered[0].name)
-    return losers
-
-
 def validate(
-    files: Iterable[RequestFile],
-    profiles: Mapping[str, Profile],
-    site: SiteConfig | None,
-    claims: Claims | None = None,
+    files: Iterable[RequestFile], profiles: Mapping[str, Profile], site: SiteConfig | None
 ) -> tuple[list[Desired], list[Invalid]]:
     """Split request files into valid, resolved requests and invalid ones with every reason.
 
     Without a site (offline checks) the site's approved values are not checked.
     """
-    claims = claims or Claims()
     valid: list[Desired] = []
     invalid: list[Invalid] = []
     for file in files:
@@ -219,44 +168,7 @@ def validate(
         else:
             problems = check_profile(parsed, profiles) + (check_site(parsed, site) if site else [])
         if problems or isinstance(parsed, list):
-            invalid.append(Invalid(file.name, file.path, file.revision, sorted(set(problems))))
+            invalid.append(Invalid(file.name, file.path, file.revision, tuple(sorted(set(problems)))))
             continue
         valid.append(_resolve(parsed, profiles[parsed.profile], site, file))
-
-    extra: dict[str, list[Problem]] = {}
-    by_domain: dict[str, list[Desired]] = {}
-    by_ip: dict[str, list[Desired]] = {}
-    for d in valid:
-        if d.domain:
-            owner = claims.service_domains.get(d.domain, d.name)
-            if owner is None:
-                extra.setdefault(d.name, []).append(
-                    Problem("service.domain", f"{d.domain} is already defined by a hand-written service file")
-                )
-            elif owner != d.name:
-                extra.setdefault(d.name, []).append(
-                    Problem("service.domain", f"{d.domain} already belongs to request {owner}")
-                )
-            else:
-                by_domain.setdefault(d.domain, []).append(d)
-        if d.static_ip is not None:
-            vmid = claims.foreign_ips.get(d.static_ip)
-            if vmid is not None and d.name not in claims.provisioned:
-                extra.setdefault(d.name, []).append(
-                    Problem("network.address", f"{d.static_ip} is already used by guest {vmid}")
-                )
-            by_ip.setdefault(str(d.static_ip), []).append(d)
-    for loser, (domain, winner) in _claim_losers(by_domain, claims.provisioned).items():
-        extra.setdefault(loser, []).append(Problem("service.domain", f"{domain} is also requested by {winner}"))
-    for loser, (ip, winner) in _claim_losers(by_ip, claims.provisioned).items():
-        extra.setdefault(loser, []).append(Problem("network.address", f"{ip} is also requested by {winner}"))
-
-    if extra:
-        keep = []
-        for d in valid:
-            if d.name in extra:
-                invalid.append(Invalid(d.name, d.path, d.revision, sorted(set(extra[d.name]))))
-            else:
-                keep.append(d)
-        valid = keep
     return valid, sorted(invalid, key=lambda i: i.name)

@@ -3,6 +3,10 @@
 The checkout belongs to the reconciler. Anything in it that is not on the remote is generated output that
 the next cycle writes again, so syncing resets it to the remote branch; publishing replays the generated
 files on the remote's tip until a plain push goes through. Nothing is ever force-pushed.
+
+Whether a GitError is temporary is decided here, once: a step that talks to the remote (fetch, push,
+ls-remote) may go through later by itself, except a push the remote refused by its own rules (a hook,
+branch protection) while nobody else pushed; a local step (commit, checkout, reading history) will not.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import base64
 import os
 import shlex
+import threading
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,16 +23,33 @@ import git
 from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 
 from reconciler.config import GIT_TOKEN_ENV, GitConfig
-from reconciler.errors import GitError
+from reconciler.model.errors import GitError
 
 PUSH_ATTEMPTS = 5
+OWN_COMMITS = 32  # how many of its own pushed commits a Checkout remembers
+
+# Steps that talk to the remote: their failures may pass by themselves (see the module's docstring).
+REMOTE_STEPS = frozenset({"fetch", "push", "ls-remote"})
+
+
+def _tidy(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())[:500]
 
 
 def _clean(exc: GitCommandError) -> str:
     """Git's own complaint, without the command line."""
     text = (exc.stderr or exc.stdout or str(exc)).strip()
     text = text.removeprefix("stderr:").strip().strip("'").strip()
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())[:500]
+    return _tidy(text)
+
+
+def _push_status(porcelain: str, ref: str) -> tuple[str, str]:
+    """The flag and summary `git push --porcelain` printed for ref, e.g. ("!", "[remote rejected] (...)")."""
+    for line in porcelain.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[1].rsplit(":", 1)[-1] == ref:
+            return parts[0], parts[2].strip()
+    return "", ""
 
 
 def git_environment(config: GitConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -59,6 +82,8 @@ class Checkout:
         self.path = Path(config.checkout)
         self._env = git_environment(config, environ)
         self._repo: git.Repo | None = None
+        self._own: deque[str] = deque(maxlen=OWN_COMMITS)
+        self._own_lock = threading.Lock()
 
     @property
     def repo(self) -> git.Repo:
@@ -83,20 +108,49 @@ class Checkout:
         try:
             return str(self.repo.git.execute(["git", *args], env=self._env))
         except GitCommandError as exc:
-            raise GitError(step, _clean(exc)) from None
+            raise GitError(step, _clean(exc), temporary=step in REMOTE_STEPS) from None
+
+    @property
+    def _remote_ref(self) -> str:
+        return f"refs/remotes/origin/{self.config.branch}"
+
+    def _fetch(self) -> str | None:
+        """Fetch the branch into its remote-tracking ref; the remote's tip, or None when it has no such branch."""
+        branch = self.config.branch
+        self._git("fetch", "fetch", "--prune", "origin", f"+refs/heads/{branch}:{self._remote_ref}")
+        return self._git("checkout", "for-each-ref", "--format=%(objectname)", self._remote_ref).strip() or None
 
     def sync(self) -> str | None:
         """Fetch the branch and make the checkout equal to it; the revision, or None for an empty remote."""
-        branch = self.config.branch
-        remote_ref = f"refs/remotes/origin/{branch}"
-        self._git("fetch", "fetch", "--prune", "origin", f"+refs/heads/{branch}:{remote_ref}")
-        exists = self._git("fetch", "for-each-ref", remote_ref)
-        if not exists:
+        if self._fetch() is None:
             return None
-        self._git("fetch", "checkout", "-q", "-B", branch, remote_ref)
-        self._git("fetch", "reset", "-q", "--hard", remote_ref)
-        self._git("fetch", "clean", "-q", "-fdx")
+        return self._reset()
+
+    def _reset(self) -> str | None:
+        """Make the checkout equal to the remote-tracking ref fetched last."""
+        self._git("checkout", "checkout", "-q", "-B", self.config.branch, self._remote_ref)
+        self._git("checkout", "reset", "-q", "--hard", self._remote_ref)
+        self._git("checkout", "clean", "-q", "-fdx")
         return self.head()
+
+    def remote_tip(self) -> str | None:
+        """The remote branch's current commit, asked of the remote itself; None when it has no such branch."""
+        ref = f"refs/heads/{self.config.branch}"
+        for line in self._git("ls-remote", "ls-remote", "origin", ref).splitlines():
+            commit, _, name = line.partition("\t")
+            if name.strip() == ref:
+                return commit.strip()
+        return None
+
+    def is_own(self, commit: str) -> bool:
+        """Whether this Checkout pushed commit (or was about to: it is remembered before the push starts)."""
+        with self._own_lock:
+            return commit in self._own
+
+    def _remember(self, commit: str) -> None:
+        with self._own_lock:
+            if commit not in self._own:
+                self._own.append(commit)
 
     def head(self) -> str | None:
         try:
@@ -136,23 +190,44 @@ class Checkout:
     def publish(self, files: Mapping[str, str | None], message: str) -> str | None:
         """Write files (None deletes) and push them as one commit; the new revision, or None if nothing changed.
 
-        When the remote moved meanwhile, the same files are written again on its new tip and pushed again.
+        After a failed push the branch is fetched: when its tip is no longer the commit ours was built on, the
+        remote moved meanwhile, so the same files are written again on its new tip and pushed again. When it
+        did not move, the push failed for its own reason and that is the error.
         """
+        ref = f"refs/heads/{self.config.branch}"
         for _ in range(PUSH_ATTEMPTS):
             changed = self._write(files)
             if not changed:
                 return None
+            base = self.head()
             self._git("commit", "add", "--all", "--", *changed)
             self._git("commit", "commit", "-q", "--no-verify", "-m", message, "--", *changed)
+            ours = self._git("commit", "rev-parse", "HEAD").strip()
+            self._remember(ours)  # before pushing: a watcher may see the remote move before push returns
+            status, stdout, stderr = self.repo.git.execute(
+                ["git", "push", "--porcelain", "origin", f"{ours}:{ref}"],
+                env=self._env,
+                with_extended_output=True,
+                with_exceptions=False,
+            )
+            if status == 0:
+                return ours
+            flag, summary = _push_status(stdout, ref)
+            reason = _tidy(f"{summary}\n{stderr}" if summary else stderr or stdout) or f"exit status {status}"
             try:
-                self._git("push", "push", "--porcelain", "origin", f"HEAD:refs/heads/{self.config.branch}")
+                tip = self._fetch()
             except GitError as exc:
-                if "rejected" not in exc.reason and "fetch first" not in exc.reason:
-                    raise
-                self.sync()
+                raise GitError("push", f"{reason}; then fetching failed: {exc.reason}", temporary=True) from None
+            if tip == ours:  # it went through; only the report of it was lost
+                return ours
+            if tip is None and base is not None:  # the branch went away meanwhile: the next cycle starts over
+                raise GitError("push", f"{reason}; the branch is gone from the remote", temporary=True)
+            if tip != base:  # the remote moved meanwhile: build again on its new tip
+                self._reset()
                 continue
-            return self.head()
-        raise GitError("push", f"the remote kept moving; gave up after {PUSH_ATTEMPTS} attempts")
+            refused = flag == "!" and summary.startswith("[remote rejected]")
+            raise GitError("push", reason, temporary=not refused)
+        raise GitError("push", f"the remote kept moving; gave up after {PUSH_ATTEMPTS} attempts", temporary=True)
 
     def _write(self, files: Mapping[str, str | None]) -> list[str]:
         changed = []

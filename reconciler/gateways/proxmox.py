@@ -14,7 +14,10 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
 from reconciler.config import ProxmoxConfig
-from reconciler.errors import ProxmoxError
+from reconciler.gateways.proxmox_body import ParamValue
+from reconciler.model.errors import ProxmoxError
+from reconciler.model.observed import Guest, Interface
+from reconciler.model.vocab import GuestStatus
 
 # proxmoxer logs request bodies at INFO, and a create body may carry secrets one day: keep it quiet.
 for _name in ("proxmoxer", "urllib3"):
@@ -36,41 +39,31 @@ REQUIRED_PRIVILEGES = (
     "VM.PowerMgmt",
 )
 
-ParamValue = str | int
 RequestHook = Callable[[str, str], None]  # (HTTP method, status code or 'error')
 
 
 @dataclass(frozen=True)
-class GuestInfo:
-    """A guest as /cluster/resources lists it."""
-
-    vmid: int
-    node: str
-    type: str  # lxc | qemu
-    name: str
-    status: str
-    tags: tuple[str, ...]
-    lock: str | None
-    template: bool
-    cores: int
-    memory_mb: int
-    disk_gb: int
-
-
-@dataclass(frozen=True)
 class TaskResult:
-    """How a Proxmox task ended: ok, its exit status, and the tail of its log."""
+    """How a Proxmox task ended."""
 
     upid: str
-    ok: bool
     exitstatus: str
-    log: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Interface:
-    name: str
-    ipv4: tuple[str, ...]
+class TaskFailed(ProxmoxError):
+    """A task ended in an error: its exit status, and the tail of its log to put in the job log."""
+
+    def __init__(self, step: str, upid: str, exitstatus: str, log: tuple[str, ...]) -> None:
+        # A task's failure (storage busy, a lock, a node short of space) may pass; it is retried with backoff.
+        super().__init__(step, exitstatus, None, temporary=True)
+        self.upid = upid
+        self.log = log
+
+
+def _temporary(status: int | None) -> bool:
+    """Whether a failed call may pass by itself: no answer or a server-side error (5xx: locks, busy storage)
+    may; a refusal of the request itself (4xx: a bad parameter, a refused permission or token) will not."""
+    return status is None or status >= 500
 
 
 def _reason(exc: Exception) -> tuple[str, int | None]:
@@ -133,11 +126,11 @@ class Proxmox:
             if status is None:
                 reason += f" at {self._config.host}:{self._config.port}"
             self._on_request(method, str(status) if status else "error")
-            raise ProxmoxError(step, reason, status) from None
+            raise ProxmoxError(step, reason, status, temporary=_temporary(status)) from None
         self._on_request(method, "200")
         return result
 
-    def guests(self) -> list[GuestInfo]:
+    def guests(self) -> list[Guest]:
         """Every VM and container of the cluster, in one call."""
         rows = self._call("list guests", "GET", lambda api: api.cluster.resources.get(type="vm"))
         out = []
@@ -145,12 +138,12 @@ class Proxmox:
             if row.get("type") not in ("lxc", "qemu") or "vmid" not in row:
                 continue
             out.append(
-                GuestInfo(
+                Guest(
                     vmid=int(row["vmid"]),
                     node=str(row.get("node", "")),
                     type=str(row["type"]),
                     name=str(row.get("name", "")),
-                    status=str(row.get("status", "unknown")),
+                    status=GuestStatus.parse(row.get("status")),
                     tags=_split_tags(row.get("tags")),
                     lock=str(row["lock"]) if row.get("lock") else None,
                     template=bool(row.get("template")),
@@ -162,7 +155,7 @@ class Proxmox:
         return out
 
     def create_lxc(self, node: str, params: dict[str, ParamValue]) -> str:
-        """Start the create task; returns its UPID."""
+        """Start the create task (body from proxmox_body.create_container); returns its UPID."""
         return str(self._call("create", "POST", lambda api: api.nodes(node).lxc.post(**params)))
 
     def start_lxc(self, node: str, vmid: int) -> str:
@@ -188,7 +181,8 @@ class Proxmox:
     def wait_task(
         self, node: str, upid: str, timeout: float, step: str, abort: Callable[[], str | None] | None = None
     ) -> TaskResult:
-        """Poll a task until it stops; raises ProxmoxError when it is still running after timeout seconds.
+        """Poll a task until it stops; raises TaskFailed when it ended in an error, ProxmoxError (temporary)
+        when it is still running after timeout seconds.
 
         abort is asked after every poll; a reason from it stops the wait (the task goes on in Proxmox).
         """
@@ -199,16 +193,14 @@ class Proxmox:
             if status.get("status") == "stopped":
                 break
             if time.monotonic() >= deadline:
-                raise ProxmoxError(step, f"task {upid} still running after {timeout:g} s")
+                raise ProxmoxError(step, f"task {upid} still running after {timeout:g} s", temporary=True)
             reason = abort() if abort else None
             if reason:
-                raise ProxmoxError(step, f"{reason}; task {upid} goes on in Proxmox")
+                raise ProxmoxError(step, f"{reason}; task {upid} goes on in Proxmox", temporary=True)
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
         exitstatus = str(status.get("exitstatus", ""))
-        ok = exitstatus == "OK" or exitstatus.startswith("WARNINGS")
-        lines: tuple[str, ...] = ()
-        if not ok:
-            log = self._call(step, "GET", lambda api: api.nodes(node).tasks(upid).log.get(limit=500))
-            lines = tuple(str(entry.get("t", "")) for entry in log or [])[-20:]
-        return TaskResult(upid, ok, exitstatus, lines)
+        if exitstatus == "OK" or exitstatus.startswith("WARNINGS"):
+            return TaskResult(upid, exitstatus)
+        log = self._call(step, "GET", lambda api: api.nodes(node).tasks(upid).log.get(limit=500))
+        raise TaskFailed(step, upid, exitstatus, tuple(str(entry.get("t", "")) for entry in log or [])[-20:])

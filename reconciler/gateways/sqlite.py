@@ -1,4 +1,7 @@
-"""The only module that touches SQLite: jobs, their logs, and the containers the reconciler created."""
+"""The only module that touches SQLite: jobs, their logs, and the inventory of what the reconciler made.
+
+The schema is versioned (PRAGMA user_version) and migrated forward on open, in one transaction.
+"""
 
 from __future__ import annotations
 
@@ -11,42 +14,72 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT,
-    type TEXT NOT NULL,
-    request TEXT NOT NULL,
-    profile TEXT,
-    payload_json TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
-    summary TEXT NOT NULL DEFAULT '',
-    result_json TEXT,
-    error_message TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_request ON jobs (request, id);
-CREATE TABLE IF NOT EXISTS job_logs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id INTEGER NOT NULL REFERENCES jobs (id),
-    timestamp TEXT NOT NULL,
-    level TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs (job_id, id);
-CREATE TABLE IF NOT EXISTS created_resources (
-    request TEXT PRIMARY KEY,
-    vmid INTEGER NOT NULL,
-    node TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('creating', 'created')),
-    address TEXT,
-    job_id INTEGER REFERENCES jobs (id),
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-"""
+from reconciler.model.observed import Held
+from reconciler.model.vocab import ResourceKind, ResourceState
+
+# Each migration takes the database from the version before it (its index) to the next; PRAGMA user_version
+# records how far a file got. Release 0.1.0 wrote version 0 with the tables of the first entry already there,
+# so its statements are all IF NOT EXISTS: they make a new file and leave a 0.1.0 file as it is.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, their logs, and the containers created (as release 0.1.0 made them)
+    """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        type TEXT NOT NULL,
+        request TEXT NOT NULL,
+        profile TEXT,
+        payload_json TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
+        summary TEXT NOT NULL DEFAULT '',
+        result_json TEXT,
+        error_message TEXT
+    );
+    CREATE INDEX IF NOT EXISTS jobs_request ON jobs (request, id);
+    CREATE TABLE IF NOT EXISTS job_logs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id INTEGER NOT NULL REFERENCES jobs (id),
+        timestamp TEXT NOT NULL,
+        level TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs (job_id, id);
+    CREATE TABLE IF NOT EXISTS created_resources (
+        request TEXT PRIMARY KEY,
+        vmid INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('creating', 'created')),
+        address TEXT,
+        job_id INTEGER REFERENCES jobs (id),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
+    # 2: the inventory: a request may own several resources of several kinds (a container, a DNS record,
+    # a target file), each keyed within its kind; states are the model's vocabulary, not a CHECK.
+    """
+    CREATE TABLE inventory (
+        request TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        node TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,
+        address TEXT,
+        job_id INTEGER REFERENCES jobs (id),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (request, kind, key)
+    );
+    INSERT INTO inventory (request, kind, key, node, state, address, job_id, created_at, updated_at)
+        SELECT request, kind, CAST(vmid AS TEXT), node, state, address, job_id, created_at, updated_at
+        FROM created_resources;
+    DROP TABLE created_resources;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def now() -> str:
@@ -76,18 +109,6 @@ class LogLine:
     message: str
 
 
-@dataclass(frozen=True)
-class Resource:
-    """A container the reconciler created (or is creating) for a request."""
-
-    request: str
-    vmid: int
-    node: str
-    state: str  # creating | created
-    address: str | None
-    job_id: int | None
-
-
 class JobStore:
     """Jobs, job logs and created resources in one SQLite file; safe to share between threads."""
 
@@ -99,7 +120,25 @@ class JobStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"the job database is at schema version {version}, newer than this reconciler's"
+                f" {SCHEMA_VERSION}: run the newer release, or restore a backup"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        # executescript commits first; the migration itself runs as one transaction, rolled back whole.
+        script = "".join(MIGRATIONS[version:])
+        self._db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -190,42 +229,61 @@ class JobStore:
             ).fetchall()
         return [LogLine(r["timestamp"], r["level"], r["message"]) for r in rows]
 
-    # created resources
+    def last_jobs(self) -> dict[str, int]:
+        """Request -> the id of its newest job."""
+        with self._lock:
+            rows = self._db.execute("SELECT request, MAX(id) FROM jobs GROUP BY request").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
 
-    def record_resource(
-        self, request: str, vmid: int, node: str, state: str, job_id: int | None, address: str | None = None
+    # the inventory
+
+    def hold(
+        self,
+        request: str,
+        kind: ResourceKind,
+        key: str,
+        node: str,
+        state: ResourceState,
+        job_id: int | None,
+        address: str | None = None,
     ) -> None:
+        """Record a resource of a request (its one resource of this kind: an earlier one is forgotten)."""
         stamp = now()
         with self._tx() as db:
+            db.execute("DELETE FROM inventory WHERE request=? AND kind=? AND key!=?", (request, kind, key))
             db.execute(
-                "INSERT INTO created_resources (request, vmid, node, kind, state, address, job_id,"
-                " created_at, updated_at) VALUES (?, ?, ?, 'lxc', ?, ?, ?, ?, ?)"
-                " ON CONFLICT (request) DO UPDATE SET vmid=excluded.vmid, node=excluded.node,"
-                " state=excluded.state, address=COALESCE(excluded.address, address), job_id=excluded.job_id,"
-                " updated_at=excluded.updated_at",
-                (request, vmid, node, state, address, job_id, stamp, stamp),
+                "INSERT INTO inventory (request, kind, key, node, state, address, job_id, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (request, kind, key) DO UPDATE SET node=excluded.node, state=excluded.state,"
+                " address=COALESCE(excluded.address, address), job_id=excluded.job_id, updated_at=excluded.updated_at",
+                (request, kind, key, node, state, address, job_id, stamp, stamp),
             )
 
-    def set_address(self, request: str, address: str) -> None:
+    def set_address(self, request: str, kind: ResourceKind, key: str, address: str) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE created_resources SET address=?, updated_at=? WHERE request=?",
-                (address, now(), request),
+                "UPDATE inventory SET address=?, updated_at=? WHERE request=? AND kind=? AND key=?",
+                (address, now(), request, kind, key),
             )
 
-    def resources(self) -> dict[str, Resource]:
+    def inventory(self) -> dict[str, tuple[Held, ...]]:
+        """Request -> every resource held for it."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM created_resources").fetchall()
-        return {r["request"]: _resource(r) for r in rows}
-
-    def resource(self, request: str) -> Resource | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM created_resources WHERE request=?", (request,)).fetchone()
-        return _resource(row) if row else None
-
-
-def _resource(row: sqlite3.Row) -> Resource:
-    return Resource(row["request"], row["vmid"], row["node"], row["state"], row["address"], row["job_id"])
+            rows = self._db.execute("SELECT * FROM inventory ORDER BY request, kind, key").fetchall()
+        out: dict[str, list[Held]] = {}
+        for r in rows:
+            out.setdefault(r["request"], []).append(
+                Held(
+                    r["request"],
+                    ResourceKind(r["kind"]),
+                    r["key"],
+                    r["node"],
+                    ResourceState(r["state"]),
+                    r["address"],
+                    r["job_id"],
+                )
+            )
+        return {k: tuple(v) for k, v in out.items()}
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -1,50 +1,37 @@
 """Status files, `status/<name>.yaml`: where each request stands, in Git beside it.
 
-Their content is a pure function of the outcome, never of the clock, so a cycle that changes nothing
+Their content is a pure function of the standing, never of the clock, so a cycle that changes nothing
 writes nothing and commits nothing.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 
-from reconciler.problems import dump_yaml, load_yaml
+from reconciler.model.standing import Standing
+from reconciler.model.vocab import Phase
+from reconciler.parse import dump_yaml, load_yaml
 
+MARK = b"# Written by reconciler"
 HEADER = "# Written by reconciler for {path}; the next cycle overwrites edits.\n"
 
 
-@dataclass(frozen=True)
-class Status:
-    name: str
-    request: str  # the request file's path
-    phase: str
-    message: str
-    revision: str | None = None
-    vmid: int | None = None
-    node: str | None = None
-    address: str | None = None
-    service: str | None = None
-    job: int | None = None
-    problems: tuple[str, ...] = ()
-
-    def render(self) -> str:
-        doc = {"apiVersion": "reconciler/v1", "kind": "Status", **asdict(self)}
-        if self.problems:
-            doc["problems"] = list(self.problems)
-        else:
-            del doc["problems"]
-        return HEADER.format(path=self.request) + dump_yaml(doc)
-
-    def same_as(self, other: Status | None) -> bool:
-        """Equal but for the job id: then the older file stands, and its job still explains it."""
-        return other is not None and replace(self, job=None) == replace(other, job=None)
+def render(standing: Standing) -> str:
+    doc: dict[str, object] = {"apiVersion": "reconciler/v1", "kind": "Status", **asdict(standing)}
+    doc["phase"] = str(standing.phase)
+    if standing.problems:
+        doc["problems"] = list(standing.problems)
+    else:
+        del doc["problems"]
+    return HEADER.format(path=standing.request) + dump_yaml(doc)
 
 
 @functools.lru_cache(maxsize=8192)
-def parse(text: bytes) -> Status | None:
+def parse(text: bytes) -> Standing | None:
     """A status file the reconciler wrote, or None for anything else (cached: most are unchanged)."""
-    if not text.startswith(b"# Written by reconciler"):
+    if not is_generated(text):
         return None
     try:
         doc = load_yaml(text)
@@ -52,14 +39,57 @@ def parse(text: bytes) -> Status | None:
         return None
     if not isinstance(doc, dict):
         return None
-    fields = {k: v for k, v in doc.items() if k in Status.__dataclass_fields__}
+    fields = {k: v for k, v in doc.items() if k in Standing.__dataclass_fields__}
     if isinstance(fields.get("problems"), list):
         fields["problems"] = tuple(fields["problems"])
     try:
-        return Status(**fields)
-    except TypeError:
+        fields["phase"] = Phase(str(fields.get("phase")))
+        return Standing(**fields)
+    except (TypeError, ValueError):
         return None
 
 
 def is_generated(text: bytes) -> bool:
-    return text.startswith(b"# Written by reconciler")
+    return text.startswith(MARK)
+
+
+@dataclass
+class Statuses:
+    """Every request's status, and the refused ones that still need a `validate` job to explain them."""
+
+    by_name: dict[str, Standing] = field(default_factory=dict)
+    to_record: list[str] = field(default_factory=list)
+
+
+def compute(
+    standings: Mapping[str, Standing],
+    previous: Mapping[str, Standing],
+    started: Mapping[str, int],
+    deferred: Mapping[str, str],
+    services: Mapping[str, str],
+    last_jobs: Mapping[str, int],
+) -> Statuses:
+    """The status of every request from the plan's standings (pure).
+
+    started: request -> the job just queued for it. deferred: request -> what it waits to do (an action the
+    runner did not take, as during a shutdown): it keeps the status it had. services: request -> its Caddy
+    file. An unchanged status keeps the job that first reported it, so nothing is committed again.
+    """
+    out = Statuses()
+    for name, standing in standings.items():
+        old = previous.get(name)
+        if name in deferred:
+            out.by_name[name] = old or replace(standing, phase=Phase.PENDING, message=f"waiting to {deferred[name]}")
+            continue
+        if standing.phase == Phase.ORPHANED and old is not None:
+            standing = replace(standing, request=old.request)  # the path of the file that was removed
+        new = replace(standing, service=services.get(name), job=started.get(name, standing.job))
+        if old is not None and new.same_as(old):
+            out.by_name[name] = old
+            continue
+        if new.job is None and new.phase == Phase.INVALID:
+            out.to_record.append(name)
+        elif new.job is None:
+            new = replace(new, job=last_jobs.get(name))
+        out.by_name[name] = new
+    return out

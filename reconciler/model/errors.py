@@ -1,4 +1,9 @@
-"""The few named errors the reconciler raises; each carries what the operator needs to act."""
+"""The few named errors the reconciler raises; each says whether trying again later can help.
+
+`temporary` is decided once, where the error is raised (in each gateway): a dropped connection, a 5xx or a
+lock may pass by itself; a refused parameter, a refused permission or a broken file will not until someone
+changes something.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ from __future__ import annotations
 class ReconcilerError(Exception):
     """Base of every error the reconciler raises on purpose."""
 
+    temporary: bool = False
+
 
 class ConfigError(ReconcilerError):
-    """The daemon's config file, a profile or the environment is unusable; the daemon does not start."""
+    """The daemon's config file, a profile or the environment is unusable."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
@@ -19,27 +26,19 @@ class ConfigError(ReconcilerError):
 class GitError(ReconcilerError):
     """A Git operation (clone, fetch, commit, push) failed."""
 
-    def __init__(self, step: str, reason: str) -> None:
+    def __init__(self, step: str, reason: str, temporary: bool = False) -> None:
         self.step = step
         self.reason = reason
+        self.temporary = temporary
         super().__init__(f"git {step}: {reason}")
 
 
 class ProxmoxError(ReconcilerError):
     """A Proxmox API call failed or a task ended in an error; reason is Proxmox's own message."""
 
-    def __init__(self, step: str, reason: str, status: int | None = None) -> None:
+    def __init__(self, step: str, reason: str, status: int | None = None, temporary: bool = False) -> None:
         self.step = step
         self.reason = reason
         self.status = status
+        self.temporary = temporary
         super().__init__(f"{step}: {reason}")
-
-
-class RequestFailed(ReconcilerError):
-    """Applying one request failed at a named step; the rest of the cycle goes on."""
-
-    def __init__(self, request: str, step: str, reason: str) -> None:
-        self.request = request
-        self.step = step
-        self.reason = reason
-        super().__init__(f"request {request}: {step} failed: {reason}")

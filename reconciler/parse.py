@@ -1,11 +1,13 @@
-"""A problem with an input file: which field, and why. Shared by config, profile and request checks."""
+"""Reading and writing the YAML files the reconciler shares with people, and pydantic's errors in plain words."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 
 import yaml
 from pydantic import ValidationError
+
+from reconciler.model.problem import Problem
 
 try:  # libyaml is many times faster on thousands of request and status files
     from yaml import CSafeDumper as SafeDumper
@@ -13,16 +15,22 @@ try:  # libyaml is many times faster on thousands of request and status files
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeDumper, SafeLoader  # type: ignore[assignment]
 
+_BOOL = "tag:yaml.org,2002:bool"
 
-@dataclass(frozen=True, order=True)
-class Problem:
-    """One reason an input is refused; field is a dotted path ('' for the whole file)."""
 
-    field: str
-    reason: str
+class Yaml12Loader(SafeLoader):
+    """libyaml's safe loader with YAML 1.2 booleans: only true and false.
 
-    def __str__(self) -> str:
-        return f"{self.field}: {self.reason}" if self.field else self.reason
+    YAML 1.1 also reads on, off, yes, no, y and n as booleans, so `name: on`, a valid DNS label, would not
+    be a string. Only the resolver, which runs in Python either way, changes: parsing stays in C.
+    """
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in SafeLoader.yaml_implicit_resolvers.items()
+}
+Yaml12Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def from_validation_error(error: ValidationError) -> list[Problem]:
@@ -47,9 +55,9 @@ def dump_yaml(doc: object) -> str:
 
 
 def load_yaml(text: str | bytes) -> object:
-    """Parse YAML safely; raises ValueError with the line of the first error."""
+    """Parse YAML safely, with YAML 1.2 booleans; raises ValueError with the line of the first error."""
     try:
-        return yaml.load(text, Loader=SafeLoader)
+        return yaml.load(text, Loader=Yaml12Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -1,0 +1,78 @@
+"""What an executor gets for one job: its log, the gateways, and task waits bounded by time and shutdown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from reconciler.config import ProxmoxConfig
+from reconciler.gateways.proxmox import Proxmox, TaskFailed
+from reconciler.gateways.sqlite import JobStore
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The gateways and settings jobs use; a reload gives new jobs new ones, running jobs keep theirs."""
+
+    pve: Proxmox
+    proxmox: ProxmoxConfig
+
+
+class JobLog:
+    """The log of one job: every line goes to SQLite and to the structured log, with request and job id."""
+
+    def __init__(self, store: JobStore, job_id: int, request: str, job_type: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.log = structlog.get_logger("reconciler.job").bind(request=request, job_id=job_id, job=job_type)
+
+    def info(self, message: str, **context: Any) -> None:
+        self.store.log(self.job_id, "info", message)
+        self.log.info(message, **context)
+
+    def error(self, message: str, **context: Any) -> None:
+        self.store.log(self.job_id, "error", message)
+        self.log.error(message, **context)
+
+
+@dataclass
+class JobContext:
+    """One job's view of the world."""
+
+    job_id: int
+    log: JobLog
+    store: JobStore
+    tools: Tools
+    abort: Callable[[], str | None]  # a reason to stop waiting (shutdown grace over), or None
+
+    @property
+    def pve(self) -> Proxmox:
+        return self.tools.pve
+
+    def task(self, step: str, node: str, submit: Callable[[], str]) -> None:
+        """Submit a Proxmox task and wait for it; raises ProxmoxError (TaskFailed with its log) when it fails."""
+        upid = submit()
+        self.log.info(f"{step} task {upid}", upid=upid)
+        try:
+            self.pve.wait_task(node, upid, self.tools.proxmox.task_timeout, step, abort=self.abort)
+        except TaskFailed as exc:
+            for line in exc.log:
+                self.store.log(self.job_id, "error", f"task log: {line}")
+            raise
+
+    def poll(self, timeout: float, look: Callable[[], str | None]) -> str | None:
+        """Call look until it finds something, backing off up to 2 s, for at most timeout seconds."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            found = look()
+            if found is not None:
+                return found
+            if time.monotonic() >= deadline or self.abort() is not None:
+                return None
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,97 @@
+"""Observed state: the cluster's guests, what the inventory holds, and the reconciler's own work in flight."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from ipaddress import IPv4Address
+
+from reconciler.model.action import Action
+from reconciler.model.owner import owner_of
+from reconciler.model.retry import Attempt
+from reconciler.model.vocab import GuestStatus, ResourceKind, ResourceState
+
+
+@dataclass(frozen=True)
+class Guest:
+    """A VM or container as /cluster/resources lists it."""
+
+    vmid: int
+    node: str
+    type: str  # lxc | qemu
+    name: str
+    status: GuestStatus
+    tags: tuple[str, ...]
+    lock: str | None
+    template: bool
+    cores: int
+    memory_mb: int
+    disk_gb: int
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    ipv4: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Held:
+    """A resource the inventory says the reconciler made (or is making) for a request."""
+
+    request: str
+    kind: ResourceKind
+    key: str  # the VMID for a guest
+    node: str
+    state: ResourceState
+    address: str | None = None
+    job_id: int | None = None
+
+    @property
+    def vmid(self) -> int:
+        return int(self.key)
+
+
+@dataclass(frozen=True)
+class Running:
+    """A job queued or running for a request."""
+
+    job_id: int
+    action: Action
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything plan reads besides the request files, taken at one moment."""
+
+    guests: tuple[Guest, ...]
+    held: Mapping[str, tuple[Held, ...]] = field(default_factory=dict)
+    in_flight: Mapping[str, Running] = field(default_factory=dict)
+    attempts: Mapping[str, Attempt] = field(default_factory=dict)
+    last_jobs: Mapping[str, int] = field(default_factory=dict)
+    # Static addresses configured on guests the reconciler does not own -> vmid (read only when needed).
+    foreign_ips: Mapping[IPv4Address, int] = field(default_factory=dict)
+
+    @cached_property
+    def owned(self) -> dict[str, list[Guest]]:
+        """Request name -> the guests marked as created for it (more than one is an error to report)."""
+        out: dict[str, list[Guest]] = {}
+        for guest in self.guests:
+            name = owner_of(guest.tags)
+            if name is not None:
+                out.setdefault(name, []).append(guest)
+        return out
+
+    @cached_property
+    def by_vmid(self) -> dict[int, Guest]:
+        return {g.vmid: g for g in self.guests}
+
+    @cached_property
+    def foreign(self) -> list[Guest]:
+        """Guests the reconciler does not own and must never touch."""
+        return [g for g in self.guests if owner_of(g.tags) is None]
+
+    def container(self, request: str) -> Held | None:
+        """The container the inventory holds for a request."""
+        return next((h for h in self.held.get(request, ()) if h.kind == ResourceKind.LXC), None)

@@ -1,0 +1,26 @@
+"""Where a request stands: the one record plan and apply produce and the status file renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from reconciler.model.vocab import Phase
+
+
+@dataclass(frozen=True)
+class Standing:
+    name: str
+    request: str  # the request file's path
+    phase: Phase
+    message: str
+    revision: str | None = None
+    vmid: int | None = None
+    node: str | None = None
+    address: str | None = None
+    service: str | None = None
+    job: int | None = None
+    problems: tuple[str, ...] = ()
+
+    def same_as(self, other: Standing | None) -> bool:
+        """Equal but for the job id: then the older record stands, and its job still explains it."""
+        return other is not None and replace(self, job=None) == replace(other, job=None)
