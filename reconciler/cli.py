@@ -16,6 +16,7 @@ from reconciler.desired.validate import validate
 from reconciler.lock import AlreadyRunning
 from reconciler.model.desired import RequestFile
 from reconciler.model.errors import ConfigError, GitError, ProxmoxError
+from reconciler.model.vocab import Phase
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.report import caddy, status
 
@@ -59,7 +60,7 @@ def offline_claims(files: Sequence[RequestFile], paths: PathsConfig) -> Claims:
     for root in roots:
         for text in _read_dir(root / paths.status).values():
             parsed = status.parse(text)
-            if parsed is not None and parsed.vmid is not None and parsed.phase != "Orphaned":
+            if parsed is not None and parsed.vmid is not None and parsed.phase != Phase.ORPHANED:
                 provisioned.add(parsed.name)
         domains.update(caddy.domains(_read_dir(root / paths.caddy)))
     return Claims(domains, frozenset(provisioned))
@@ -117,7 +118,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"  {name}: {standing.phase}: {standing.message}\n")
     if not decision.plan.actions:
         out.write("nothing to do\n")
-    return EXIT_FAILED if any(s.phase == "Invalid" for s in decision.plan.standings.values()) else 0
+    return EXIT_FAILED if any(s.phase == Phase.INVALID for s in decision.plan.standings.values()) else 0
 
 
 def cmd_once(args: argparse.Namespace, out: TextIO) -> int:

@@ -10,6 +10,9 @@ from pathlib import Path
 from conftest import FakeCluster, OperatorClone, request_yaml
 
 from reconciler.config import TOKEN_SECRET_ENV
+from reconciler.model.standing import Standing
+from reconciler.model.vocab import Phase
+from reconciler.report.status import render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,3 +121,21 @@ def test_validate_names_the_file_alone_when_the_whole_file_is_wrong(tmp_path: Pa
     result = run("validate", str(tmp_path / "broken.yaml"))
     assert result.returncode == 1
     assert result.stdout.startswith(f"{tmp_path}/broken.yaml: not valid YAML at line 2")
+
+
+def test_validate_blames_the_new_request_in_a_clash_not_the_provisioned_one(tmp_path: Path) -> None:
+    svc = {"domain": "app.example.com"}
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests/a-new.yaml").write_text(request_yaml("a-new", service=svc))
+    (tmp_path / "requests/b-old.yaml").write_text(request_yaml("b-old", service=svc))
+    # What the reconciler pushed for b-old: it already has its container.
+    (tmp_path / "status").mkdir()
+    status = render(Standing("b-old", "requests/b-old.yaml", Phase.READY, "container 200 running", vmid=200))
+    (tmp_path / "status/b-old.yaml").write_text(status)
+
+    result = run("validate", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "requests/a-new.yaml:service.domain: app.example.com is also requested by b-old"
+    ]

@@ -29,6 +29,7 @@ from reconciler.daemon.watch import start_watching
 from reconciler.desired.profile import builtin_profiles_dir
 from reconciler.logs import register_secret
 from reconciler.model.errors import ConfigError, GitError, ProxmoxError
+from reconciler.model.vocab import Phase
 from reconciler.runtime import Runtime, build_reconciler, open_runtime
 
 log = structlog.get_logger("reconciler.daemon")
@@ -256,7 +257,7 @@ class Daemon:
         self.health = Health(last_good=self.clock())
         # Work of this process ends in a job-end trigger; a guest busy for another reason needs a look.
         self._provisioning = any(
-            s.phase == "Provisioning" and n not in report.decision.observed.in_flight and n not in report.started
+            s.phase == Phase.PROVISIONING and n not in report.decision.observed.in_flight and n not in report.started
             for n, s in report.statuses.items()
         )
         self.notifier.status(f"last cycle: {dict(report.phases)}")

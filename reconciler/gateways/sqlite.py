@@ -118,22 +118,41 @@ class JobStore:
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
+            except BaseException:
+                self._db.close()  # a refused or failed file is not left open (nor its -wal beside it)
+                raise
 
     def _migrate(self) -> None:
+        if self._stored_version() == SCHEMA_VERSION:
+            return
+        # One transaction, rolled back whole on any error. Not executescript: it commits whatever is pending,
+        # and stops at a failing statement with the transaction still open. The version is read again inside
+        # the transaction, so that two processes opening the same old file do not both migrate it.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._stored_version()
+            for migration in MIGRATIONS[version:]:
+                for statement in _statements(migration):
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _stored_version(self) -> int:
+        """The file's schema version; a file from a newer release is refused."""
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
                 f"the job database is at schema version {version}, newer than this reconciler's"
                 f" {SCHEMA_VERSION}: run the newer release, or restore a backup"
             )
-        if version == SCHEMA_VERSION:
-            return
-        # executescript commits first; the migration itself runs as one transaction, rolled back whole.
-        script = "".join(MIGRATIONS[version:])
-        self._db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+        return version
 
     @property
     def schema_version(self) -> int:
@@ -284,6 +303,19 @@ class JobStore:
                 )
             )
         return {k: tuple(v) for k, v in out.items()}
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration, one at a time (a `;` inside a literal does not split one)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending.strip()
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        raise ValueError(f"an incomplete statement in a migration: {pending.strip()!r}")
 
 
 def _job(row: sqlite3.Row) -> Job:
