@@ -15,7 +15,7 @@ from reconciler.desired.request import json_schema
 from reconciler.desired.validate import validate
 from reconciler.lock import AlreadyRunning
 from reconciler.model.desired import RequestFile
-from reconciler.model.errors import ConfigError, GitError, ProxmoxError
+from reconciler.model.errors import ConfigError, GitError, ProxmoxError, StateError
 from reconciler.model.vocab import Phase
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.report import caddy, status
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         for problem in exc.problems:
             sys.stderr.write(f"reconciler: {exc.source}: {problem}\n")
         return EXIT_ERROR
-    except (GitError, ProxmoxError, AlreadyRunning) as exc:
+    except (GitError, ProxmoxError, StateError, AlreadyRunning) as exc:
         sys.stderr.write(f"reconciler: {exc}\n")
         return EXIT_ERROR
     return code

@@ -117,7 +117,8 @@ class Reconciler:
         valid, invalid = validate(source.requests, self.profiles, self.config.site)
         in_flight, attempts = self.runner.snapshot()  # before Proxmox is asked: see observe
         observed = observe(self.pve, self.store, in_flight, attempts)
-        if needs_foreign_addresses(valid, observed):
+        now = self.runner.clock()
+        if needs_foreign_addresses(valid, observed, now):
             # Addresses on guests the reconciler does not own cost a call each: only when about to use one.
             observed = replace(observed, foreign_ips=foreign_addresses(self.pve, observed))
         decision = plan(
@@ -127,7 +128,7 @@ class Reconciler:
             self.vmids,
             service_domains=caddy.domains(source.caddy),
             request_names=[f.name for f in source.requests],
-            now=self.runner.clock(),
+            now=now,
         )
         # Requests refused for a clash join the invalid ones: only the rest own their domain and route.
         refused = {n for n, s in decision.standings.items() if s.phase == Phase.INVALID}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.model.errors import StateError
 from reconciler.model.observed import Held
 from reconciler.model.vocab import ResourceKind, ResourceState
 
@@ -110,9 +111,10 @@ class LogLine:
 
 
 class JobStore:
-    """Jobs, job logs and created resources in one SQLite file; safe to share between threads."""
+    """Jobs, job logs and the inventory in one SQLite file; safe to share between threads."""
 
     def __init__(self, path: Path) -> None:
+        self.path = str(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
@@ -148,9 +150,10 @@ class JobStore:
         """The file's schema version; a file from a newer release is refused."""
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
+            raise StateError(
+                self.path,
                 f"the job database is at schema version {version}, newer than this reconciler's"
-                f" {SCHEMA_VERSION}: run the newer release, or restore a backup"
+                f" {SCHEMA_VERSION}: run the newer release, or restore a backup",
             )
         return version
 

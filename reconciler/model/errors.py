@@ -42,3 +42,12 @@ class ProxmoxError(ReconcilerError):
         self.status = status
         self.temporary = temporary
         super().__init__(f"{step}: {reason}")
+
+
+class StateError(ReconcilerError):
+    """The job database cannot be used as it is (e.g. it was written by a newer release)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")

@@ -14,7 +14,7 @@ from reconciler.model.action import Action
 from reconciler.model.desired import Desired, Invalid
 from reconciler.model.observed import Observed
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import Phase
+from reconciler.model.vocab import JobType, Phase
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.plan.container import container_rule, orphan
 
@@ -43,10 +43,15 @@ def _busy(observed: Observed) -> set[str]:
     return set(observed.owned) | set(observed.held) | set(observed.in_flight)
 
 
-def needs_foreign_addresses(valid: Iterable[Desired], observed: Observed) -> bool:
+def needs_foreign_addresses(valid: Iterable[Desired], observed: Observed, now: float) -> bool:
     """Whether a new container with a static address is about to be made (then foreign addresses are read)."""
     busy = _busy(observed)
-    return any(d.static_ip is not None and d.name not in busy for d in valid)
+
+    def held_back(d: Desired) -> bool:
+        attempt = observed.attempts.get(d.name)
+        return attempt is not None and attempt.holds(JobType.CREATE, d.revision, now)
+
+    return any(d.static_ip is not None and d.name not in busy and not held_back(d) for d in valid)
 
 
 def invalid_standing(item: Invalid, observed: Observed) -> Standing:
