@@ -10,23 +10,12 @@ Proxmox (tasks finish at once) runs in this process.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from conftest import WEBHOOK_SECRET, DaemonProcess, OperatorClone, request_yaml
-
-from reconciler.config import TOKEN_SECRET_ENV
-from reconciler.demo import AUTHOR, TOKEN_ID, write_config
-from reconciler.fake import add_token, new_fake, serving
-from reconciler.gateways.git import seed_bare_repo
-from reconciler.gateways.proxmox import REQUIRED_PRIVILEGES
+from harness import OperatorClone, environment, request_yaml
 
 
 def ready_on_remote(operator: OperatorClone, name: str) -> bool:
@@ -38,32 +27,20 @@ def ready_on_remote(operator: OperatorClone, name: str) -> bool:
 
 
 def trials(root: Path, count: int, webhook: bool, interval: float) -> list[float]:
-    pve = new_fake(("pve1", "pve2", "pve3"))
-    secret = secrets.token_urlsafe(24)
-    add_token(pve, TOKEN_ID, secret, REQUIRED_PRIVILEGES)
-    remote = root / "infra.git"
-    seed_bare_repo(remote, {"README.md": b"infra\n"}, AUTHOR)
-    operator = OperatorClone(remote, root / "operator")
-    with serving(pve, root / "pki") as ca_file:
-        config = write_config(root / "daemon", remote, pve.port, ca_file)
-        env = {**os.environ, TOKEN_SECRET_ENV: secret, "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET}
-        daemon = DaemonProcess(config, env, root / "daemon.log").configure(interval=interval, watch=False)
-        daemon.start()
-        out = []
-        try:
-            for i in range(count):
-                name = f"bench{i}"
-                operator.pull()
-                operator.write(f"requests/{name}.yaml", request_yaml(name, node=f"pve{i % 3 + 1}"))
-                operator.push(f"add {name}")
-                began = time.monotonic()
-                if webhook:
-                    daemon.push_hook()
-                while not ready_on_remote(operator, name):
-                    time.sleep(0.02)
-                out.append(time.monotonic() - began)
-        finally:
-            daemon.stop()
+    out = []
+    with environment(root, lambda pve: None, interval=interval) as env:
+        operator, daemon = env.operator, env.daemon
+        for i in range(count):
+            name = f"bench{i}"
+            operator.pull()
+            operator.write(f"requests/{name}.yaml", request_yaml(name, node=f"pve{i % 3 + 1}"))
+            operator.push(f"add {name}")
+            began = time.monotonic()
+            if webhook:
+                daemon.push_hook()
+            while not ready_on_remote(operator, name):
+                time.sleep(0.02)
+            out.append(time.monotonic() - began)
     return out
 
 
