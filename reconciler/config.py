@@ -99,6 +99,9 @@ class ProxmoxConfig(Strict):
     task_timeout: float = Field(default=600.0, gt=0)
     address_timeout: float = Field(default=60.0, ge=0)
     parallel_per_node: int = Field(default=2, ge=1, le=16)
+    # /cluster/resources reports power states from statistics that lag behind; after a job succeeds, the
+    # state it made is trusted over a contrary report for this long.
+    status_lag: float = Field(default=15.0, ge=0, description="seconds")
 
 
 class BridgeConfig(Strict):

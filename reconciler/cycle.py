@@ -23,6 +23,7 @@ from reconciler.gateways.git import Checkout
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
 from reconciler.model.desired import Desired, Invalid, RequestFile
+from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Observed
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import JobType, Phase
@@ -115,8 +116,8 @@ class Reconciler:
     def decide(self, source: Source) -> Decision:
         """Validate, observe and plan; reads only."""
         valid, invalid = validate(source.requests, self.profiles, self.config.site)
-        in_flight, attempts = self.runner.snapshot()  # before Proxmox is asked: see observe
-        observed = observe(self.pve, self.store, in_flight, attempts)
+        in_flight, attempts, settling = self.runner.snapshot()  # before Proxmox is asked: see observe
+        observed = observe(self.pve, self.store, in_flight, attempts, settling)
         now = self.runner.clock()
         if needs_foreign_addresses(valid, observed, now):
             # Addresses on guests the reconciler does not own cost a call each: only when about to use one.
@@ -169,18 +170,32 @@ class Reconciler:
         began = time.monotonic()
         started: dict[str, int] = {}
         passes = 0
-        while True:
-            seen = self.runner.finished
-            report = self.cycle()
-            passes += 1
-            started.update(report.started)
-            if not follow:
-                self.runner.wait_idle(float("inf"))
-                break
-            if not self.runner.busy and self.runner.finished == seen and not report.started:
-                break
-            while self.runner.wait(seen, FOLLOW_POLL) == seen and self.runner.busy:
-                pass
+        try:
+            while True:
+                seen = self.runner.finished
+                report = self.cycle()
+                passes += 1
+                started.update(report.started)
+                if not follow:
+                    self.runner.wait_idle(float("inf"))
+                    break
+                if self.runner.busy or self.runner.finished != seen or report.started:
+                    while self.runner.wait(seen, FOLLOW_POLL) == seen and self.runner.busy:
+                        pass
+                    continue
+                # Nothing runs; a request whose job just ended may still wait for Proxmox to show its result.
+                settling = [
+                    n
+                    for n in report.decision.observed.settling
+                    if (st := report.statuses.get(n)) is not None and st.phase == Phase.PROVISIONING
+                ]
+                until = self.runner.settled_at(settling)
+                if until is None:
+                    break
+                self.runner.wait(seen, max(0.0, until - self.runner.clock()))
+        except ReconcilerError:
+            self.runner.wait_idle(float("inf"))  # what was started ends and is recorded before the error is said
+            raise
         report.started, report.passes = started, passes
         report.seconds = time.monotonic() - began
         return report

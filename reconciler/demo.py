@@ -31,6 +31,7 @@ proxmox:
   verify_ssl: true
   ca_file: {ca_file}
   address_timeout: {address_timeout}
+  status_lag: 0           # the fake reports power states as they are, without Proxmox's lag
 site:
   nodes: [pve1, pve2, pve3]
   storages: [local-lvm]

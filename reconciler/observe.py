@@ -22,6 +22,7 @@ def observe(
     store: JobStore,
     in_flight: Mapping[str, Running] | None = None,
     attempts: Mapping[str, Attempt] | None = None,
+    settling: frozenset[str] = frozenset(),
 ) -> Observed:
     """Every guest of the cluster from one /cluster/resources call, with the inventory and the jobs."""
     return Observed(
@@ -29,6 +30,7 @@ def observe(
         held=store.inventory(),
         in_flight=dict(in_flight or {}),
         attempts=dict(attempts or {}),
+        settling=settling,
         last_jobs=store.last_jobs(),
     )
 

@@ -88,6 +88,7 @@ def open_runtime(
             on_done=on_done,
             heartbeat=heartbeat,
             stop_grace=daemon.stop_grace,
+            status_lag=config.proxmox.status_lag,
         )
         reconciler = build_reconciler(config, env, store, runner, on_request)
     except BaseException:

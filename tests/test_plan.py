@@ -189,3 +189,15 @@ def test_plan_never_reuses_a_vmid_never_leaves_the_range_and_never_acts_on_a_for
     assert {n for n in owned if n not in wanted} == {
         n for n, s in result.standings.items() if s.phase == Phase.ORPHANED
     }
+
+
+def test_just_after_its_job_a_lagging_report_of_the_guest_is_not_acted_on() -> None:
+    # /cluster/resources still says stopped (or unknown) a moment after the create task started the guest.
+    for status in ("stopped", "unknown"):
+        observed = Observed((guest(200, "a", status),), settling=frozenset({"a"}))
+        result = plan([desired("a")], [], observed, RANGE)
+        assert result.actions == []
+        assert result.standings["a"].phase == Phase.PROVISIONING
+        assert result.standings["a"].message == "waiting for Proxmox to report the state of container 200"
+    later = plan([desired("a")], [], Observed((guest(200, "a", "stopped"),)), RANGE)
+    assert later.actions == [StartContainer(desired("a"), 200, "pve1")]

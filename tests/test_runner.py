@@ -68,3 +68,25 @@ def test_a_failed_create_is_held_back_in_its_backoff_and_tried_again_when_the_fi
     operator.push("edit alpha")
     assert runtime.reconciler.once().statuses["alpha"].phase == "Ready"
     assert len(cluster.containers()) == 1
+
+
+def test_a_queued_start_checks_the_marker_again_and_never_touches_a_guest_that_lost_it(
+    operator: OperatorClone, cluster: FakeCluster, runtime: Runtime
+) -> None:
+    operator.write("requests/svc.yaml", request_yaml("svc", network=static("192.168.50.81/24")))
+    operator.push()
+    runtime.reconciler.once()
+    [ct] = cluster.containers()
+    ct.status = "stopped"
+    decision = runtime.reconciler.decide(runtime.reconciler.read_source())
+    assert [a.describe() for a in decision.plan.actions] == ["start svc: lxc 200 on pve1"]
+    # Meanwhile the container is replaced by hand: same VMID, no marker.
+    ct.config["tags"] = "handmade"
+
+    started = runtime.runner.submit(decision.plan.actions, runtime.reconciler.tools)
+    assert runtime.runner.wait_idle(30)
+
+    assert ct.status == "stopped"
+    job = runtime.store.job(started["svc"])
+    assert job is not None and job.status == "failed"
+    assert job.error_message == "container 200 on pve1 no longer carries the marker of request svc"

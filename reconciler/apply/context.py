@@ -12,6 +12,9 @@ import structlog
 from reconciler.config import ProxmoxConfig
 from reconciler.gateways.proxmox import Proxmox, TaskFailed
 from reconciler.gateways.sqlite import JobStore
+from reconciler.model.errors import ProxmoxError
+from reconciler.model.owner import owner_of
+from reconciler.model.vocab import GuestStatus
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,19 @@ class JobContext:
     @property
     def pve(self) -> Proxmox:
         return self.tools.pve
+
+    def owned_state(self, node: str, vmid: int, request: str) -> GuestStatus:
+        """The container's power state, after checking it still carries the request's marker.
+
+        A job may wait in its node's queue for minutes: meanwhile the guest may have been removed by hand
+        and its VMID given to another. A guest that is not the request's is never touched.
+        """
+        status, tags = self.pve.container_state(node, vmid)
+        if owner_of(tags) != request:
+            raise ProxmoxError(
+                "check owner", f"container {vmid} on {node} no longer carries the marker of request {request}"
+            )
+        return status
 
     def task(self, step: str, node: str, submit: Callable[[], str]) -> None:
         """Submit a Proxmox task and wait for it; raises ProxmoxError (TaskFailed with its log) when it fails."""

@@ -22,6 +22,7 @@ class NoAddressYet(ReconcilerError):
 def find_address(action: FindAddress, job: JobContext) -> str:
     node, vmid, name = action.node, action.vmid, action.name
     timeout = job.tools.proxmox.address_timeout
+    job.owned_state(node, vmid, name)
 
     def look() -> str | None:
         for interface in job.pve.interfaces(node, vmid):

@@ -30,6 +30,7 @@ log = structlog.get_logger("reconciler.runner")
 WAIT_SLOTS = 16
 STOPPED = "interrupted: the reconciler stopped"
 
+
 JobHook = Callable[[str, bool, float], None]  # (job type, succeeded, seconds)
 Heartbeat = Callable[[], None]  # called while jobs wait, e.g. to ping systemd's watchdog
 
@@ -58,6 +59,7 @@ class Runner:
         on_done: Callable[[], None] | None = None,
         heartbeat: Heartbeat | None = None,
         stop_grace: float = 60.0,
+        status_lag: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -67,6 +69,7 @@ class Runner:
         self.on_done = on_done or (lambda: None)
         self.heartbeat = heartbeat or (lambda: None)
         self.stop_grace = stop_grace
+        self.status_lag = status_lag
         self.clock = clock
         self.stopping = threading.Event()
         self._stop_seen: float | None = None
@@ -75,14 +78,23 @@ class Runner:
         self._running: dict[str, int] = {}
         self._in_flight: dict[str, Running] = {}
         self._attempts: dict[str, Attempt] = {}
+        self._settling: dict[str, float] = {}  # request -> until when its last job's result is trusted
         self._finished = 0
 
     # what the cycle reads
 
-    def snapshot(self) -> tuple[dict[str, Running], dict[str, Attempt]]:
-        """The jobs queued or running and the failed attempts, taken together."""
+    def configure(self, per_node: int, policy: RetryPolicy, stop_grace: float, status_lag: float) -> None:
+        """Take reloaded settings: they apply to the jobs started from now on."""
         with self._changed:
-            return dict(self._in_flight), dict(self._attempts)
+            self.per_node, self.policy, self.stop_grace, self.status_lag = per_node, policy, stop_grace, status_lag
+            self._dispatch()
+
+    def snapshot(self) -> tuple[dict[str, Running], dict[str, Attempt], frozenset[str]]:
+        """The jobs queued or running, the failed attempts, and the requests whose job just succeeded."""
+        now = self.clock()
+        with self._changed:
+            settling = frozenset(n for n, until in self._settling.items() if until > now)
+            return dict(self._in_flight), dict(self._attempts), settling
 
     @property
     def busy(self) -> bool:
@@ -96,11 +108,18 @@ class Runner:
             return self._finished
 
     def next_retry(self) -> float | None:
-        """The clock time of the earliest retry still ahead, if any."""
+        """The clock time of the earliest retry or end of settling still ahead, if any."""
         now = self.clock()
         with self._changed:
-            ahead = [a.retry_at for a in self._attempts.values() if a.retry_at > now]
+            times = [a.retry_at for a in self._attempts.values()] + list(self._settling.values())
+        ahead = [t for t in times if t > now]
         return min(ahead) if ahead else None
+
+    def settled_at(self, names: Iterable[str]) -> float | None:
+        """When the last of these requests stops settling (clock time), or None when none is."""
+        with self._changed:
+            ends = [self._settling[n] for n in names if n in self._settling]
+        return max(ends) if ends else None
 
     def in_backoff(self) -> int:
         now = self.clock()
@@ -120,20 +139,22 @@ class Runner:
         with self._changed:
             if self.stopping.is_set():
                 return started
-            for action in actions:
-                if action.name in self._in_flight:
-                    continue
-                payload: dict[str, object] = {
-                    "vmid": action.vmid,
-                    "node": action.node,
-                    "revision": action.desired.revision,
-                }
-                job_id = self.store.create_job(action.job_type, action.name, action.desired.profile, payload)
-                job = _Job(job_id, action, tools)
-                self._in_flight[action.name] = Running(job_id, action)
-                self._queued.setdefault(job.lane, deque()).append(job)
-                started[action.name] = job_id
-            self._dispatch()
+            try:
+                for action in actions:
+                    if action.name in self._in_flight:
+                        continue
+                    payload: dict[str, object] = {
+                        "vmid": action.vmid,
+                        "node": action.node,
+                        "revision": action.desired.revision,
+                    }
+                    job_id = self.store.create_job(action.job_type, action.name, action.desired.profile, payload)
+                    job = _Job(job_id, action, tools)
+                    self._in_flight[action.name] = Running(job_id, action)
+                    self._queued.setdefault(job.lane, deque()).append(job)
+                    started[action.name] = job_id
+            finally:  # what was queued runs, even when recording a later job failed
+                self._dispatch()
         return started
 
     def wait(self, seen: int, timeout: float) -> int:
@@ -187,11 +208,36 @@ class Runner:
 
     def _run(self, job: _Job) -> None:
         action = job.action
-        job_log = JobLog(self.store, job.job_id, action.name, action.job_type)
         began = time.monotonic()
+        attempt: Attempt | None = None
+        try:
+            attempt = self._execute(job)
+        except Exception as exc:  # the job record itself could not be written: say so where it can be seen
+            log.exception("job bookkeeping failed", request=action.name, job_id=job.job_id)
+            attempt = self._failed(job, f"internal error in {action.job_type}: {type(exc).__name__}: {exc}", True)
+        finally:
+            # Whatever happened above, the slot is freed and the request is no longer in flight.
+            with self._changed:
+                self._running[job.lane] -= 1
+                self._in_flight.pop(action.name, None)
+                if attempt is None:
+                    self._attempts.pop(action.name, None)
+                    self._settling[action.name] = self.clock() + self.status_lag
+                else:
+                    self._attempts[action.name] = attempt
+                    self._settling.pop(action.name, None)
+                self._finished += 1
+                self._dispatch()
+                self._changed.notify_all()
+        self.on_job(action.job_type, attempt is None, time.monotonic() - began)
+        self.on_done()
+
+    def _execute(self, job: _Job) -> Attempt | None:
+        """Run the job's executor and record how it ended; the failed attempt, or None when it succeeded."""
+        action = job.action
+        job_log = JobLog(self.store, job.job_id, action.name, action.job_type)
         self.store.start_job(job.job_id)
         job_log.info(action.describe())
-        attempt: Attempt | None = None
         try:
             summary = execute(action, JobContext(job.job_id, job_log, self.store, job.tools, self._abort))
         except ReconcilerError as exc:
@@ -199,27 +245,17 @@ class Runner:
             attempt = self._failed(job, f"{step} failed: {reason}", exc.temporary)
             job_log.error(f"{step} failed: {reason}", step=step, temporary=exc.temporary)
             self.store.finish_job(job.job_id, False, attempt.standing.message, error=reason)
+            return attempt
         except Exception as exc:  # a bug must fail this job, not the daemon
             error = f"{type(exc).__name__}: {exc}"
             job_log.log.exception("internal error")
             self.store.log(job.job_id, "error", f"internal error: {error}")
             attempt = self._failed(job, f"internal error in {action.job_type}: {error}", False)
             self.store.finish_job(job.job_id, False, attempt.standing.message, error=error)
-        else:
-            job_log.info(f"done: {summary}")
-            self.store.finish_job(job.job_id, True, summary)
-        self.on_job(action.job_type, attempt is None, time.monotonic() - began)
-        with self._changed:
-            self._running[job.lane] -= 1
-            self._in_flight.pop(action.name, None)
-            if attempt is None:
-                self._attempts.pop(action.name, None)
-            else:
-                self._attempts[action.name] = attempt
-            self._finished += 1
-            self._dispatch()
-            self._changed.notify_all()
-        self.on_done()
+            return attempt
+        job_log.info(f"done: {summary}")
+        self.store.finish_job(job.job_id, True, summary)
+        return None
 
     def _failed(self, job: _Job, message: str, temporary: bool) -> Attempt:
         action, d = job.action, job.action.desired

@@ -29,13 +29,14 @@ from reconciler.daemon.watch import start_watching
 from reconciler.desired.profile import builtin_profiles_dir
 from reconciler.logs import register_secret
 from reconciler.model.errors import ConfigError, GitError, ProxmoxError
+from reconciler.model.retry import RetryPolicy
 from reconciler.model.vocab import Phase
 from reconciler.runtime import Runtime, build_reconciler, open_runtime
 
 log = structlog.get_logger("reconciler.daemon")
 
 # Changing these needs a restart: the lock and the job database belong to the process.
-RESTART_ONLY = (("git", "checkout"), ("state", "database"), ("http", "listen"))
+RESTART_ONLY = (("git", "checkout"), ("git", "branch"), ("state", "database"), ("http", "listen"))
 
 
 @dataclass
@@ -99,10 +100,16 @@ class Daemon:
         return value.encode() if value else None
 
     def stop(self, *_: object) -> None:
-        if not self.stopping.is_set():
-            log.info("stopping: running tasks may finish", grace_seconds=self.config.daemon.stop_grace)
-            self.notifier.stopping()
+        """SIGTERM and SIGINT: set the flag here; the rest runs in a thread, because a signal handler runs on
+        the main thread between any two bytecodes, maybe while that thread holds the locks the rest needs."""
+        if self.stopping.is_set():
+            return
         self.stopping.set()
+        threading.Thread(target=self._stop_now, name="stop", daemon=True).start()
+
+    def _stop_now(self) -> None:
+        log.info("stopping: running tasks may finish", grace_seconds=self.config.daemon.stop_grace)
+        self.notifier.stopping()
         if self.runtime is not None:
             self.runtime.runner.stop()
         self.triggers.fire("stop")
@@ -139,6 +146,7 @@ class Daemon:
             "started", listen=http.listen, interval=self.config.daemon.interval, checkout=str(self.config.git.checkout)
         )
         self.notifier.ready("started")
+        self.metrics.triggers.labels("start").inc()
         reasons = {"start"}
         try:
             while not self.stopping.is_set():
@@ -204,6 +212,13 @@ class Daemon:
             return
         old, runtime.reconciler = runtime.reconciler, fresh
         old.close()
+        daemon = config.daemon
+        runtime.runner.configure(
+            config.proxmox.parallel_per_node,
+            RetryPolicy(daemon.backoff_base, daemon.backoff_max),
+            daemon.stop_grace,
+            config.proxmox.status_lag,
+        )
         self._watch_stop.set()
         self.config = config
         self._watch(config)
@@ -222,6 +237,7 @@ class Daemon:
             if reasons:
                 return reasons
             if self.clock() >= deadline:
+                self.metrics.triggers.labels("interval").inc()
                 return {"interval"}
         return {"stop"}
 

@@ -80,6 +80,9 @@ def load_profiles(directory: Path, templates: set[str] | None = None) -> dict[st
             continue
         try:
             profile = Profile.model_validate(load_yaml(path.read_text(encoding="utf-8")))
+        except OSError as exc:
+            problems.append(f"{path.name}: cannot read: {exc.strerror}")
+            continue
         except ValueError as exc:  # ValidationError is a ValueError too
             found = from_validation_error(exc) if isinstance(exc, ValidationError) else [str(exc)]
             problems += [f"{path.name}: {p}" for p in found]

@@ -167,6 +167,12 @@ class Proxmox:
         config = self._call("read config", "GET", lambda api: getattr(api.nodes(node), kind)(vmid).config.get())
         return dict(config or {})
 
+    def container_state(self, node: str, vmid: int) -> tuple[GuestStatus, tuple[str, ...]]:
+        """A container's power state now (not the lagging one of /cluster/resources) and its tags."""
+        current = self._call("read status", "GET", lambda api: api.nodes(node).lxc(vmid).status.current.get())
+        config = self.guest_config(node, "lxc", vmid)
+        return GuestStatus.parse((current or {}).get("status")), _split_tags(config.get("tags"))
+
     def interfaces(self, node: str, vmid: int) -> list[Interface]:
         """The container's interfaces with their IPv4 addresses (empty while it is stopped)."""
         rows = self._call("read interfaces", "GET", lambda api: api.nodes(node).lxc(vmid).interfaces.get())

@@ -69,6 +69,8 @@ class Observed:
     held: Mapping[str, tuple[Held, ...]] = field(default_factory=dict)
     in_flight: Mapping[str, Running] = field(default_factory=dict)
     attempts: Mapping[str, Attempt] = field(default_factory=dict)
+    # Requests whose job just succeeded: what it made is trusted over a lagging contrary report for a while.
+    settling: frozenset[str] = frozenset()
     last_jobs: Mapping[str, int] = field(default_factory=dict)
     # Static addresses configured on guests the reconciler does not own -> vmid (read only when needed).
     foreign_ips: Mapping[IPv4Address, int] = field(default_factory=dict)

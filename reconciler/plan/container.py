@@ -52,6 +52,12 @@ def container_rule(d: Desired, observed: Observed, free: Iterator[int], vmids: r
     guest = guests[0]
     if guest.lock == "create":
         return standing(Phase.PROVISIONING, f"container {guest.vmid} is being created", guest)
+    settling = d.name in observed.settling
+    if settling and (
+        guest.status == GuestStatus.UNKNOWN or (guest.status != GuestStatus.RUNNING and d.container.start)
+    ):
+        # The job that just ended made it; Proxmox's list of guests shows its state some seconds late.
+        return standing(Phase.PROVISIONING, f"waiting for Proxmox to report the state of container {guest.vmid}", guest)
     if guest.status == GuestStatus.UNKNOWN:
         return standing(Phase.FAILED, f"node {guest.node} is offline: state of container {guest.vmid} unknown", guest)
     if guest.status != GuestStatus.RUNNING and d.container.start:
