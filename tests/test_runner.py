@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from conftest import FakeCluster, OperatorClone, request_yaml, static
 
 from reconciler.runtime import Runtime
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.01)
 
 
 def test_a_pass_returns_while_its_create_runs_and_says_provisioning_then_the_next_pass_says_ready(
@@ -19,8 +29,8 @@ def test_a_pass_returns_while_its_create_runs_and_says_provisioning_then_the_nex
     first = runtime.reconciler.cycle()
 
     # The pass is over, the create task is not: what the operator sees meanwhile.
-    assert [c.lock for c in cluster.containers()] == ["create"]
     assert runtime.runner.busy
+    wait_until(lambda: [c.lock for c in cluster.containers()] == ["create"], "the create task in Proxmox")
     operator.pull()
     assert operator.yaml("status/slow.yaml")["phase"] == "Provisioning"
     assert operator.yaml("status/slow.yaml")["message"] == "creating container 200 on pve1"

@@ -80,6 +80,7 @@ class Daemon:
         self.config: Config = load_config(config_path)
         self._watch_stop = threading.Event()
         self._provisioning = False
+        self._known_tip: str | None = None  # the remote's tip as the last pass or the watcher saw it
         self.runtime: Runtime | None = None
 
     def readiness(self) -> tuple[bool, str]:
@@ -178,7 +179,8 @@ class Daemon:
         )
 
     def _remote_moved(self) -> None:
-        """The local remote's refs changed: reconcile, unless the tip is the reconciler's own push."""
+        """The local remote's refs changed: reconcile, unless the tip is the reconciler's own push or one it
+        has already seen (a push touches the refs more than once: a lock file, then the ref)."""
         runtime = self.runtime
         if runtime is not None:
             checkout = runtime.reconciler.checkout
@@ -189,6 +191,9 @@ class Daemon:
             if tip is not None and checkout.is_own(tip):
                 self.metrics.own_pushes_seen.inc()
                 return
+            if tip is not None and tip == self._known_tip:
+                return
+            self._known_tip = tip
         self.triggers.fire("watch")
 
     def _reload(self, runtime: Runtime) -> None:
@@ -270,6 +275,7 @@ class Daemon:
         self.metrics.last_success.set(time.time())
         if report.revision:
             self.metrics.revision.info({"revision": report.revision})
+        self._known_tip = report.commit or report.revision
         self.health = Health(last_good=self.clock())
         # Work of this process ends in a job-end trigger; a guest busy for another reason needs a look.
         self._provisioning = any(
