@@ -22,7 +22,7 @@ from reconciler.desired.validate import validate
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
-from reconciler.model.desired import Desired, Invalid, RequestFile
+from reconciler.model.desired import Desired, RequestFile
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Observed
 from reconciler.model.standing import Standing
@@ -48,10 +48,10 @@ class Source:
 
 @dataclass(frozen=True)
 class Decision:
-    """Desired, observed and the plan between them."""
+    """Desired, observed and the plan between them; valid holds the requests that own their domain and address
+    (the refused ones, invalid files and clash losers alike, have an Invalid standing in the plan)."""
 
     valid: list[Desired]
-    invalid: list[Invalid]
     observed: Observed
     plan: Plan
 
@@ -133,7 +133,7 @@ class Reconciler:
         )
         # Requests refused for a clash join the invalid ones: only the rest own their domain and route.
         refused = {n for n, s in decision.standings.items() if s.phase == Phase.INVALID}
-        return Decision([d for d in valid if d.name not in refused], invalid, observed, decision)
+        return Decision([d for d in valid if d.name not in refused], observed, decision)
 
     def cycle(self) -> CycleReport:
         """One pass; raises GitError or ProxmoxError only when the pass as a whole cannot run."""
@@ -209,13 +209,16 @@ class Reconciler:
             parsed = status.parse(text)
             if parsed is not None:
                 previous[parsed.name] = parsed
-        services = {d.name: self.paths.caddy(d.domain) for d in decision.valid if d.exposed and d.domain}
         computed = status.compute(
-            decision.plan.standings, previous, started, deferred, services, decision.observed.last_jobs
+            decision.plan.standings, previous, started, deferred, self.services(decision), decision.observed.last_jobs
         )
         for name in computed.to_record:
             computed.by_name[name] = self._record_invalid(computed.by_name[name])
         return computed.by_name
+
+    def services(self, decision: Decision) -> dict[str, str]:
+        """Request -> its Caddy service file, for each valid exposed request with a domain."""
+        return {d.name: self.paths.caddy(d.domain) for d in decision.valid if d.exposed and d.domain}
 
     def _record_invalid(self, new: Standing) -> Standing:
         """An invalid request's job: failed, with every problem in its log (once per change of the file)."""
@@ -246,7 +249,7 @@ class Reconciler:
                 wanted_caddy[self.paths.caddy(d.domain)] = caddy.render(
                     d.name, d.path, d.domain, s.address, d.port, health
                 )
-        claimed = {self.paths.caddy(d.domain): d.name for d in decision.valid if d.exposed and d.domain}
+        claimed = {path: name for name, path in self.services(decision).items()}
         invalid = {n for n, s in statuses.items() if s.phase == Phase.INVALID}
 
         def keep(path: str, text: bytes) -> bool:

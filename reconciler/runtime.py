@@ -19,7 +19,6 @@ from reconciler.gateways.proxmox import Proxmox, RequestHook
 from reconciler.gateways.sqlite import JobStore
 from reconciler.lock import CheckoutLock
 from reconciler.logs import register_secret
-from reconciler.model.retry import RetryPolicy
 
 
 def profiles_for(config: Config) -> dict[str, Profile]:
@@ -79,17 +78,8 @@ def open_runtime(
         store = JobStore(config.state.database)
         # Jobs still marked running were cut short by a crash or a kill: say so rather than leave them hanging.
         store.interrupt_running("interrupted: the reconciler stopped before the job finished")
-        daemon = config.daemon
-        runner = Runner(
-            store,
-            config.proxmox.parallel_per_node,
-            RetryPolicy(daemon.backoff_base, daemon.backoff_max),
-            on_job=on_job,
-            on_done=on_done,
-            heartbeat=heartbeat,
-            stop_grace=daemon.stop_grace,
-            status_lag=config.proxmox.status_lag,
-        )
+        runner = Runner(store, on_job=on_job, on_done=on_done, heartbeat=heartbeat)
+        runner.configure(config)
         reconciler = build_reconciler(config, env, store, runner, on_request)
     except BaseException:
         lock.release()

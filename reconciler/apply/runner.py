@@ -18,6 +18,7 @@ import structlog
 
 from reconciler.apply.context import JobContext, JobLog, Tools
 from reconciler.apply.registry import execute
+from reconciler.config import Config
 from reconciler.gateways.sqlite import JobStore
 from reconciler.model.action import Action
 from reconciler.model.errors import ReconcilerError
@@ -81,20 +82,25 @@ class Runner:
         self._settling: dict[str, float] = {}  # request -> until when its last job's result is trusted
         self._finished = 0
 
-    # what the cycle reads
-
-    def configure(self, per_node: int, policy: RetryPolicy, stop_grace: float, status_lag: float) -> None:
-        """Take reloaded settings: they apply to the jobs started from now on."""
+    def configure(self, config: Config) -> None:
+        """Take the config's job settings (at start and on a reload): they apply to the jobs started from now on."""
+        daemon = config.daemon
         with self._changed:
-            self.per_node, self.policy, self.stop_grace, self.status_lag = per_node, policy, stop_grace, status_lag
+            self.per_node = config.proxmox.parallel_per_node
+            self.policy = RetryPolicy(daemon.backoff_base, daemon.backoff_max)
+            self.stop_grace = daemon.stop_grace
+            self.status_lag = config.proxmox.status_lag
             self._dispatch()
+
+    # what the cycle reads
 
     def snapshot(self) -> tuple[dict[str, Running], dict[str, Attempt], frozenset[str]]:
         """The jobs queued or running, the failed attempts, and the requests whose job just succeeded."""
         now = self.clock()
         with self._changed:
-            settling = frozenset(n for n, until in self._settling.items() if until > now)
-            return dict(self._in_flight), dict(self._attempts), settling
+            # Expired entries go here, so the map holds only requests whose job ended in the last status_lag.
+            self._settling = {n: until for n, until in self._settling.items() if until > now}
+            return dict(self._in_flight), dict(self._attempts), frozenset(self._settling)
 
     @property
     def busy(self) -> bool:

@@ -29,7 +29,6 @@ from reconciler.daemon.watch import start_watching
 from reconciler.desired.profile import builtin_profiles_dir
 from reconciler.logs import register_secret
 from reconciler.model.errors import ConfigError, GitError, ProxmoxError
-from reconciler.model.retry import RetryPolicy
 from reconciler.model.vocab import Phase
 from reconciler.runtime import Runtime, build_reconciler, open_runtime
 
@@ -217,13 +216,7 @@ class Daemon:
             return
         old, runtime.reconciler = runtime.reconciler, fresh
         old.close()
-        daemon = config.daemon
-        runtime.runner.configure(
-            config.proxmox.parallel_per_node,
-            RetryPolicy(daemon.backoff_base, daemon.backoff_max),
-            daemon.stop_grace,
-            config.proxmox.status_lag,
-        )
+        runtime.runner.configure(config)
         self._watch_stop.set()
         self.config = config
         self._watch(config)

@@ -27,9 +27,6 @@ class Features(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     nesting: StrictBool = False
 
-    def pve_value(self) -> str | None:
-        return "nesting=1" if self.nesting else None
-
 
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from reconciler.model.errors import StateError
 from reconciler.model.observed import Held
-from reconciler.model.vocab import ResourceKind, ResourceState
+from reconciler.model.vocab import JobStatus, ResourceKind, ResourceState
 
 # Each migration takes the database from the version before it (its index) to the next; PRAGMA user_version
 # records how far a file got. Release 0.1.0 wrote version 0 with the tables of the first entry already there,
@@ -204,7 +204,7 @@ class JobStore:
             db.execute(
                 "UPDATE jobs SET status=?, finished_at=?, summary=?, result_json=?, error_message=? WHERE id=?",
                 (
-                    "succeeded" if ok else "failed",
+                    JobStatus.SUCCEEDED if ok else JobStatus.FAILED,
                     now(),
                     summary,
                     json.dumps(result, sort_keys=True) if result is not None else None,
