@@ -169,7 +169,8 @@ def cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
-    out.write(json_schema())
+    profiles = load_profiles(args.profiles or builtin_profiles_dir())
+    out.write(json_schema(profiles))
     return 0
 
 
@@ -218,7 +219,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
     p.add_argument("--request", help="only this request's jobs")
     p.add_argument("--limit", type=int, default=50)
-    command("schema", cmd_schema, "print the JSON Schema of request files")
+    p = command("schema", cmd_schema, "print the JSON Schema of request files")
+    p.add_argument("--profiles", type=Path, help="a profiles folder (default: the shipped profiles)")
     p = command("demo", cmd_demo, "run one cycle against a throw-away Git repo and a fake Proxmox VE")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--verbose", action="store_true", help="show the reconciler's log as well")

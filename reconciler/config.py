@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from reconciler.model.errors import ConfigError
+from reconciler.model.vocab import Transport
 from reconciler.parse import from_validation_error, load_yaml
 
 DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
@@ -102,6 +103,45 @@ class ProxmoxConfig(Strict):
     # /cluster/resources reports power states from statistics that lag behind; after a job succeeds, the
     # state it made is trusted over a contrary report for this long.
     status_lag: float = Field(default=15.0, ge=0, description="seconds")
+
+
+class SshConfig(Strict):
+    """How the reconciler reaches a node's `pct` over SSH: key only, host key checked against known_hosts."""
+
+    user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]*$", max_length=32)
+    sudo: StrictBool = Field(default=False, description="run `sudo -n pct` (for a user other than root)")
+    port: int = Field(default=22, ge=1, le=65535)
+    key: Path = Field(description="private key file; its passphrase must be empty")
+    known_hosts: Path = Field(description="the nodes' host keys; an unknown or changed key is refused")
+    hosts: dict[Name, Annotated[str, Field(pattern=r"^[A-Za-z0-9.:-]+$")]] = Field(
+        default={}, description="node -> address; a node not listed is reached by its name"
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, description="seconds")
+
+    def address(self, node: str) -> str:
+        return self.hosts.get(node, node)
+
+
+class LocalConfig(Strict):
+    pct: str = Field(default="pct", description="the pct command, looked up on the daemon's PATH")
+
+
+class ProvisionConfig(Strict):
+    """Setup inside containers after create: how `pct` is reached, and how long a step may take."""
+
+    transport: Transport = Transport.OFF
+    ssh: SshConfig | None = None
+    local: LocalConfig = LocalConfig()
+    step_timeout: float = Field(default=900.0, gt=0, description="seconds one step may take before it is killed")
+    network_timeout: float = Field(default=120.0, gt=0, description="s the first step waits for the network")
+    health_timeout: float = Field(default=60.0, gt=0, description="s the health path has to answer 2xx/3xx")
+    parallel_per_node: int = Field(default=2, ge=1, le=16, description="setups at once on one node")
+
+    @model_validator(mode="after")
+    def _ssh_needs_its_block(self) -> ProvisionConfig:
+        if self.transport == Transport.SSH and self.ssh is None:
+            raise ValueError("transport ssh needs an ssh block with at least key and known_hosts")
+        return self
 
 
 class BridgeConfig(Strict):
@@ -210,6 +250,7 @@ class Config(Strict):
     state: StateConfig
     http: HttpConfig = HttpConfig()
     daemon: DaemonConfig = DaemonConfig()
+    provision: ProvisionConfig = ProvisionConfig()
     # Where the profiles live; the ones shipped with the reconciler when omitted.
     profiles: Path | None = None
 
@@ -221,8 +262,12 @@ def _resolve(base: Path, raw: dict[str, object]) -> None:
         ("git", "ssh_key"),
         ("proxmox", "ca_file"),
         ("state", "database"),
+        ("provision.ssh", "key"),
+        ("provision.ssh", "known_hosts"),
     ):
-        block = raw.get(section)
+        block: object = raw
+        for part in section.split("."):
+            block = block.get(part) if isinstance(block, dict) else None
         if isinstance(block, dict) and isinstance(block.get(key), str) and not Path(block[key]).is_absolute():
             block[key] = str(base / block[key])
     if isinstance(raw.get("profiles"), str) and not Path(str(raw["profiles"])).is_absolute():

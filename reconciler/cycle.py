@@ -20,6 +20,7 @@ from reconciler.config import Config
 from reconciler.desired.profile import Profile
 from reconciler.desired.validate import validate
 from reconciler.gateways.git import Checkout
+from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
 from reconciler.model.desired import Desired, RequestFile
@@ -86,6 +87,7 @@ class Reconciler:
         store: JobStore,
         checkout: Checkout,
         runner: Runner,
+        pct: Pct | None = None,
     ) -> None:
         self.config = config
         self.profiles = profiles
@@ -93,7 +95,7 @@ class Reconciler:
         self.store = store
         self.checkout = checkout
         self.runner = runner
-        self.tools = Tools(pve, config.proxmox)
+        self.tools = Tools(pve, config.proxmox, pct)
         self.paths = GeneratedPaths(config.paths)
         vmids = config.site.vmid_range
         self.vmids = range(vmids.low, vmids.high + 1)
@@ -130,6 +132,7 @@ class Reconciler:
             service_domains=caddy.domains(source.caddy),
             request_names=[f.name for f in source.requests],
             now=now,
+            setup_on=self.tools.pct is not None,
         )
         # Requests refused for a clash join the invalid ones: only the rest own their domain and route.
         refused = {n for n, s in decision.standings.items() if s.phase == Phase.INVALID}

@@ -32,6 +32,7 @@ def observe(
         attempts=dict(attempts or {}),
         settling=settling,
         last_jobs=store.last_jobs(),
+        setups=store.setups(),
     )
 
 

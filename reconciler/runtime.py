@@ -15,10 +15,12 @@ from reconciler.config import GIT_TOKEN_ENV, Config, token_secret
 from reconciler.cycle import Reconciler
 from reconciler.desired.profile import Profile, builtin_profiles_dir, load_profiles
 from reconciler.gateways.git import Checkout
+from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox, RequestHook
 from reconciler.gateways.sqlite import JobStore
 from reconciler.lock import CheckoutLock
 from reconciler.logs import register_secret
+from reconciler.model.vocab import Transport
 
 
 def profiles_for(config: Config) -> dict[str, Profile]:
@@ -39,7 +41,8 @@ def build_reconciler(
         register_secret(value)
     profiles = profiles_for(config)
     pve = Proxmox(config.proxmox, secret, on_request=on_request)
-    return Reconciler(config, profiles, pve, store, Checkout(config.git, environ), runner)
+    pct = Pct(config.provision) if config.provision.transport != Transport.OFF else None
+    return Reconciler(config, profiles, pve, store, Checkout(config.git, environ), runner, pct)
 
 
 @dataclass

@@ -103,7 +103,7 @@ def test_the_fixture_is_what_release_0_1_0_left() -> None:
 
 def test_a_0_1_0_database_is_migrated_on_open_and_keeps_its_jobs(old_file: Path) -> None:
     with opened(old_file) as store:
-        assert store.schema_version == len(MIGRATIONS) == 2
+        assert store.schema_version == len(MIGRATIONS) == 3
 
         # Jobs, their statuses and their logs, under the same ids.
         jobs = store.jobs()
@@ -121,8 +121,9 @@ def test_a_0_1_0_database_is_migrated_on_open_and_keeps_its_jobs(old_file: Path)
         assert [(line.level, line.message) for line in store.logs(2)] == BAD_LOG
         assert store.last_jobs() == {"blog": 1, "bad": 2}
 
-        # The containers 0.1.0 recorded are now the inventory's.
+        # The containers 0.1.0 recorded are now the inventory's; no setup has run in them yet.
         assert store.inventory() == {"blog": (BLOG,), "slow": (SLOW,)}
+        assert store.setups() == {}
         assert BLOG.vmid == 200
 
         # New jobs and log lines continue after the old ones.
@@ -169,7 +170,7 @@ def test_a_database_from_a_newer_release_is_refused_and_left_alone(old_file: Pat
     with raw(old_file) as db:
         db.execute("PRAGMA user_version = 99")
     before = old_file.read_bytes()
-    with pytest.raises(StateError, match=r"schema version 99, newer than this reconciler's 2\b"):
+    with pytest.raises(StateError, match=r"schema version 99, newer than this reconciler's 3\b"):
         JobStore(old_file)
     assert old_file.read_bytes() == before
     assert user_version(old_file) == 99

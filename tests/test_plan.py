@@ -112,7 +112,9 @@ def test_drift_is_reported_but_never_acted_on() -> None:
         RANGE,
     )
     assert result.actions == []
-    assert result.standings["a"].message.endswith("node pve2 -> pve1, cores 1 -> 2")
+    assert "; differs from the request (not changed automatically): node pve2 -> pve1, cores 1 -> 2;" in (
+        result.standings["a"].message
+    )
 
 
 def test_an_owned_guest_without_a_request_file_is_orphaned_and_left_alone() -> None:
@@ -126,7 +128,15 @@ def test_a_request_with_a_job_in_flight_is_never_given_a_second_one_and_its_vmid
     result = plan([desired("a"), desired("b")], [], Observed((), in_flight={"a": running}), RANGE)
     assert result.actions == [CreateContainer(desired("b"), 201, "pve1")]
     assert result.standings["a"] == Standing(
-        "a", "requests/a.yaml", Phase.PROVISIONING, "creating container 200 on pve1", "r1", 200, "pve1", job=7
+        "a",
+        "requests/a.yaml",
+        Phase.PROVISIONING,
+        "creating container 200 on pve1",
+        "r1",
+        200,
+        "pve1",
+        job=7,
+        applied=False,
     )
 
 

@@ -35,8 +35,8 @@ def test_a_feature_only_root_may_set_is_refused(copy: Path) -> None:
 
 def test_package_sets_and_templates_must_be_known(copy: Path) -> None:
     path = copy / "web-app.yaml"
-    path.write_text(path.read_text().replace("[base, nginx]", "[base, left-pad]"))
+    path.write_text(path.read_text().replace("package_sets: [base]", "package_sets: [base, left-pad]"))
     with pytest.raises(ConfigError) as caught:
         load_profiles(copy, {"debian-13"})
-    assert "web-app.yaml: package_sets: not in package-sets.yaml: left-pad" in caught.value.problems
+    assert "web-app.yaml: package sets not in package-sets.yaml: left-pad" in caught.value.problems
     assert "static-website.yaml: template: 'debian-12' is not in site.templates" in caught.value.problems

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_published_schema_is_not_stale() -> None:
     published = (ROOT / "schemas" / "request.schema.json").read_text()
-    assert published == json_schema(), "regenerate: reconciler schema > schemas/request.schema.json"
+    assert published == json_schema(PROFILES), "regenerate: reconciler schema > schemas/request.schema.json"
     schema = json.loads(published)
     assert schema["additionalProperties"] is False
     assert set(schema["required"]) == {
@@ -28,6 +28,17 @@ def test_the_published_schema_is_not_stale() -> None:
         "resources",
         "network",
     }
+
+
+def test_the_schema_knows_the_optional_package_sets_of_each_profile() -> None:
+    rules = {
+        r["if"]["properties"]["profile"]["const"]: r["then"]["properties"]
+        for r in json.loads(json_schema(PROFILES))["allOf"]
+    }
+    assert rules["generic-service"]["package_sets"] == {"items": {"enum": ["docker", "node-exporter"]}}
+    assert rules["generic-service"]["web_server"] == {"not": {}}
+    assert rules["static-website"]["package_sets"] == {"maxItems": 0}
+    assert rules["static-website"]["web_server"] == {"enum": ["nginx", "apache"]}
 
 
 def test_the_example_requests_are_valid() -> None:

@@ -10,9 +10,10 @@ from typing import Any
 import structlog
 
 from reconciler.config import ProxmoxConfig
+from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox, TaskFailed
 from reconciler.gateways.sqlite import JobStore
-from reconciler.model.errors import ProxmoxError
+from reconciler.model.errors import ProxmoxError, SetupError
 from reconciler.model.owner import owner_of
 from reconciler.model.vocab import GuestStatus
 
@@ -23,6 +24,7 @@ class Tools:
 
     pve: Proxmox
     proxmox: ProxmoxConfig
+    pct: Pct | None = None  # None when provision.transport is off
 
 
 class JobLog:
@@ -92,3 +94,27 @@ class JobContext:
                 return None
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 2.0)
+
+    def set_node_features(self, node: str, vmid: int, features: tuple[str, ...]) -> None:
+        """Set container features only root@pam may set (keyctl for Docker) with `pct set` on the node.
+
+        Done before the container's first start; raises SetupError when the node is reached as a user that
+        cannot, or pct refuses.
+        """
+        pct = self.tools.pct
+        step = "set container features"
+        wanted = ",".join(features)
+        if pct is None:
+            raise SetupError(step, f"{wanted} needs pct on the node, and provision.transport is off", temporary=False)
+        if not pct.root:
+            raise SetupError(
+                step,
+                f"Docker needs the container features {wanted}, which only root may set with pct:"
+                " connect as root (provision.ssh.user: root) or allow `sudo -n pct` (provision.ssh.sudo: true)",
+                temporary=False,
+            )
+        self.log.info(f"pct set {vmid} --features {wanted}")
+        outcome = pct.set(node, vmid, ["--features", wanted], step, self.log.info, self.abort)
+        if outcome.status != 0:
+            last = outcome.tail[-1] if outcome.tail else "no output"
+            raise SetupError(step, f"pct set exited with status {outcome.status}: {last}", outcome.tail)

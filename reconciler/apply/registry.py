@@ -7,8 +7,9 @@ from typing import assert_never
 from reconciler.apply.context import JobContext
 from reconciler.apply.create_container import create_container
 from reconciler.apply.find_address import find_address
+from reconciler.apply.provision import provision
 from reconciler.apply.start_container import start_container
-from reconciler.model.action import Action, CreateContainer, FindAddress, StartContainer
+from reconciler.model.action import Action, CreateContainer, FindAddress, Provision, StartContainer
 
 
 def execute(action: Action, job: JobContext) -> str:
@@ -20,5 +21,7 @@ def execute(action: Action, job: JobContext) -> str:
             return start_container(action, job)
         case FindAddress():
             return find_address(action, job)
+        case Provision():
+            return provision(action, job)
         case _:
             assert_never(action)

@@ -2,8 +2,9 @@
 
 It owns what every job shares: the job record and log, metrics, the stop grace after SIGTERM, the retry
 classification (a failure's `temporary` flag, decided in the gateway that raised it), and the failed attempts
-the next plan holds back until their backoff ends. At most `per_node` node-bound jobs (Proxmox tasks) run
-at once on a node; waits that hold no task (DHCP leases) run beside them, up to WAIT_SLOTS at once.
+the next plan holds back until their backoff ends. Each job waits in the queue of what it holds (its action's
+slot): at most `per_node` Proxmox tasks and `setup_per_node` setups run at once on a node, so minutes of setup
+never hold back a create; waits that hold nothing on a node (DHCP leases) run beside them, up to WAIT_SLOTS.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from reconciler.model.action import Action
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Running
 from reconciler.model.retry import Attempt, RetryPolicy
-from reconciler.model.standing import Standing
-from reconciler.model.vocab import Phase
+from reconciler.model.vocab import Slot
 
 log = structlog.get_logger("reconciler.runner")
 WAIT_SLOTS = 16
@@ -36,15 +36,19 @@ JobHook = Callable[[str, bool, float], None]  # (job type, succeeded, seconds)
 Heartbeat = Callable[[], None]  # called while jobs wait, e.g. to ping systemd's watchdog
 
 
+Lane = tuple[Slot, str]  # (what a job holds, on which node; "" for a wait)
+
+
 @dataclass
 class _Job:
     job_id: int
     action: Action
     tools: Tools
-    lane: str = field(init=False)
+    lane: Lane = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lane = self.action.node if self.action.uses_node_slot else ""
+        slot = self.action.slot
+        self.lane = (slot, "" if slot == Slot.WAIT else self.action.node)
 
 
 class Runner:
@@ -54,6 +58,7 @@ class Runner:
         self,
         store: JobStore,
         per_node: int = 2,
+        setup_per_node: int = 2,
         policy: RetryPolicy | None = None,
         *,
         on_job: JobHook | None = None,
@@ -65,6 +70,7 @@ class Runner:
     ) -> None:
         self.store = store
         self.per_node = per_node
+        self.setup_per_node = setup_per_node
         self.policy = policy or RetryPolicy()
         self.on_job = on_job or (lambda job_type, ok, seconds: None)
         self.on_done = on_done or (lambda: None)
@@ -75,8 +81,8 @@ class Runner:
         self.stopping = threading.Event()
         self._stop_seen: float | None = None
         self._changed = threading.Condition()
-        self._queued: dict[str, deque[_Job]] = {}
-        self._running: dict[str, int] = {}
+        self._queued: dict[Lane, deque[_Job]] = {}
+        self._running: dict[Lane, int] = {}
         self._in_flight: dict[str, Running] = {}
         self._attempts: dict[str, Attempt] = {}
         self._settling: dict[str, float] = {}  # request -> until when its last job's result is trusted
@@ -87,6 +93,7 @@ class Runner:
         daemon = config.daemon
         with self._changed:
             self.per_node = config.proxmox.parallel_per_node
+            self.setup_per_node = config.provision.parallel_per_node
             self.policy = RetryPolicy(daemon.backoff_base, daemon.backoff_max)
             self.stop_grace = daemon.stop_grace
             self.status_lag = config.proxmox.status_lag
@@ -153,6 +160,7 @@ class Runner:
                         "vmid": action.vmid,
                         "node": action.node,
                         "revision": action.desired.revision,
+                        **action.details(),
                     }
                     job_id = self.store.create_job(action.job_type, action.name, action.desired.profile, payload)
                     job = _Job(job_id, action, tools)
@@ -195,8 +203,9 @@ class Runner:
 
     def _dispatch(self) -> None:
         """Start queued jobs where a slot is free (the lock is held)."""
+        limits = {Slot.TASK: self.per_node, Slot.SETUP: self.setup_per_node, Slot.WAIT: WAIT_SLOTS}
         for lane, queue in self._queued.items():
-            limit = self.per_node if lane else WAIT_SLOTS
+            limit = limits[lane[0]]
             while queue and self._running.get(lane, 0) < limit and not self.stopping.is_set():
                 job = queue.popleft()
                 self._running[lane] = self._running.get(lane, 0) + 1
@@ -248,7 +257,7 @@ class Runner:
             summary = execute(action, JobContext(job.job_id, job_log, self.store, job.tools, self._abort))
         except ReconcilerError as exc:
             step, reason = getattr(exc, "step", action.job_type.value), getattr(exc, "reason", str(exc))
-            attempt = self._failed(job, f"{step} failed: {reason}", exc.temporary)
+            attempt = self._failed(job, f"{step} failed: {reason}", exc.temporary, getattr(exc, "output", ()))
             job_log.error(f"{step} failed: {reason}", step=step, temporary=exc.temporary)
             self.store.finish_job(job.job_id, False, attempt.standing.message, error=reason)
             return attempt
@@ -263,19 +272,9 @@ class Runner:
         self.store.finish_job(job.job_id, True, summary)
         return None
 
-    def _failed(self, job: _Job, message: str, temporary: bool) -> Attempt:
+    def _failed(self, job: _Job, message: str, temporary: bool, output: tuple[str, ...] = ()) -> Attempt:
         action, d = job.action, job.action.desired
-        waiting = action.failure_phase != Phase.FAILED
-        standing = Standing(
-            d.name,
-            d.path,
-            action.failure_phase,
-            action.progress() if waiting else message,
-            d.revision,
-            None if action.creates else action.vmid,
-            None if action.creates else action.node,
-            job=job.job_id,
-        )
+        standing = action.standing(job.job_id, failure=message, output=tuple(output))
         with self._changed:
             previous = self._attempts.get(d.name)
         worth = action.worth_retry(temporary)

@@ -7,11 +7,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
+from reconciler.desired.setup import NODE_EXPORTER_SET
 from reconciler.model.errors import ConfigError
 from reconciler.parse import from_validation_error, load_yaml
 
 PACKAGE_SETS_FILE = "package-sets.yaml"
-# The only things a profile may ask to run after create; requests can name none of them.
+# The only things a profile may ask to run after create; requests can name none of them. Node exporter and
+# Docker are enabled whenever monitoring is on or the docker set is chosen, listed or not.
 PostCreateAction = Literal[
     "install-packages",
     "prepare-docroot",
@@ -35,7 +37,8 @@ class Profile(BaseModel):
     description: str
     supported_kind: Literal["lxc"]
     template: str = Field(description="a key of site.templates")
-    package_sets: list[str] = []
+    package_sets: list[str] = Field(default=[], description="sets of package-sets.yaml always installed")
+    optional_package_sets: list[str] = Field(default=[], description="sets a request may add by naming them")
     default_web_server: Literal["nginx", "apache", "none"] = "none"
     default_port: int | None = Field(default=None, ge=1, le=65535)
     allow_domain: StrictBool = False
@@ -44,6 +47,16 @@ class Profile(BaseModel):
     post_create_actions: list[PostCreateAction] = []
     features: Features = Features()
     unprivileged: Literal[True] = True
+    # Set name -> packages, for every set the profile can use; filled in from package-sets.yaml, never read
+    # from the profile file.
+    packages: dict[str, list[str]] = Field(default={}, exclude=True)
+
+    @property
+    def web_servers(self) -> tuple[str, ...]:
+        """The web servers a request may choose: none, or both with the profile's default first."""
+        if self.default_web_server == "none":
+            return ()
+        return tuple(dict.fromkeys([self.default_web_server, "nginx", "apache"]))
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
@@ -76,7 +89,10 @@ def load_profiles(directory: Path, templates: set[str] | None = None) -> dict[st
         if path.name == PACKAGE_SETS_FILE:
             continue
         try:
-            profile = Profile.model_validate(load_yaml(path.read_text(encoding="utf-8")))
+            raw = load_yaml(path.read_text(encoding="utf-8"))
+            if isinstance(raw, dict) and "packages" in raw:
+                raise ValueError(f"packages: name sets of {PACKAGE_SETS_FILE} in package_sets instead")
+            profile = Profile.model_validate(raw)
         except OSError as exc:
             problems.append(f"{path.name}: cannot read: {exc.strerror}")
             continue
@@ -86,9 +102,12 @@ def load_profiles(directory: Path, templates: set[str] | None = None) -> dict[st
             continue
         if profile.name != path.stem:
             problems.append(f"{path.name}: name: must equal the file name ({path.stem})")
-        unknown = [s for s in profile.package_sets if s not in package_sets]
+        # A web server's set is named after it; monitoring brings node exporter to any profile.
+        usable = [*profile.package_sets, *profile.optional_package_sets, *profile.web_servers, NODE_EXPORTER_SET]
+        unknown = [s for s in dict.fromkeys(usable) if s not in package_sets]
         if unknown:
-            problems.append(f"{path.name}: package_sets: not in {PACKAGE_SETS_FILE}: {', '.join(unknown)}")
+            problems.append(f"{path.name}: package sets not in {PACKAGE_SETS_FILE}: {', '.join(unknown)}")
+        profile = profile.model_copy(update={"packages": {s: package_sets[s] for s in usable if s in package_sets}})
         if templates is not None and profile.template not in templates:
             problems.append(f"{path.name}: template: {profile.template!r} is not in site.templates")
         profiles[profile.name] = profile

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Interface
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+from reconciler.desired.profile import Profile
 
 API_VERSION = "reconciler/v1"
 # RFC 1123 label: what Proxmox accepts as a hostname and what makes a safe file stem and tag.
@@ -71,16 +74,37 @@ class Request(Strict):
     start: StrictBool = True
     network: Network
     service: Service | None = None
-    monitoring: StrictBool | None = Field(default=None, description="profile default when omitted")
+    monitoring: StrictBool | None = Field(
+        default=None, description="profile default when omitted; true installs and enables node exporter"
+    )
+    package_sets: list[Label] = Field(
+        default=[], description="optional package sets the profile offers, by name (never package names)"
+    )
+    web_server: Literal["nginx", "apache"] | None = Field(
+        default=None, description="for profiles with a web server; the profile's default when omitted"
+    )
 
     @property
     def host(self) -> str:
         return self.hostname or self.name
 
 
-def json_schema() -> str:
-    """The JSON Schema of a request file, as published in schemas/request.schema.json."""
+def json_schema(profiles: Mapping[str, Profile]) -> str:
+    """The JSON Schema of a request file for these profiles (the shipped ones: schemas/request.schema.json).
+
+    Per profile, it knows the optional package sets a request may name and whether it may choose a web server.
+    """
     schema = Request.model_json_schema()
+    schema["properties"]["profile"]["enum"] = sorted(profiles)
+    rules: list[dict[str, Any]] = []
+    for name, profile in sorted(profiles.items()):
+        offered = profile.optional_package_sets
+        then: dict[str, Any] = {
+            "package_sets": {"items": {"enum": offered}} if offered else {"maxItems": 0},
+            "web_server": {"enum": list(profile.web_servers)} if profile.web_servers else {"not": {}},
+        }
+        rules.append({"if": {"properties": {"profile": {"const": name}}}, "then": {"properties": then}})
+    schema["allOf"] = rules
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://reconciler.invalid/schemas/request.schema.json"
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from reconciler.config import SiteConfig
 from reconciler.desired.profile import Profile
 from reconciler.desired.request import Request
+from reconciler.desired.setup import NODE_EXPORTER_SET, build_setup
 from reconciler.model.desired import ContainerSpec, Desired, Invalid, Network, RequestFile, Service
 from reconciler.model.owner import description_for
 from reconciler.model.problem import Problem
@@ -62,7 +63,25 @@ def check_profile(request: Request, profiles: Mapping[str, Profile]) -> list[Pro
         return problems + _approved("profile", request.profile, sorted(profiles), "profile")
     if request.kind != profile.supported_kind and request.kind != "vm":
         problems.append(Problem("kind", f"profile {profile.name} supports {profile.supported_kind} only"))
-    return problems + _check_service(request, profile)
+    return problems + _check_service(request, profile) + _check_setup(request, profile)
+
+
+def _check_setup(request: Request, profile: Profile) -> list[Problem]:
+    """The optional package sets and the web server a request asks for must be ones its profile offers."""
+    problems = []
+    offered = ", ".join(profile.optional_package_sets) or "none"
+    for name in request.package_sets:
+        if name not in profile.optional_package_sets:
+            problems.append(
+                Problem("package_sets", f"{name!r} is not an optional set of profile {profile.name} ({offered})")
+            )
+    if len(set(request.package_sets)) != len(request.package_sets):
+        problems.append(Problem("package_sets", "names a set twice"))
+    if NODE_EXPORTER_SET in request.package_sets and request.monitoring is False:
+        problems.append(Problem("package_sets", f"{NODE_EXPORTER_SET} is monitoring: drop it or set monitoring: true"))
+    if request.web_server is not None and request.web_server not in profile.web_servers:
+        problems.append(Problem("web_server", f"profile {profile.name} has no web server"))
+    return problems
 
 
 def check_site(request: Request, site: SiteConfig) -> list[Problem]:
@@ -119,6 +138,9 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
     bridge = site.bridges.get(net.bridge) if site else None
     gateway = net.gateway or (bridge.gateway if bridge and net.mode == "static" else None)
     service = request.service
+    monitoring = profile.monitoring if request.monitoring is None else request.monitoring
+    monitoring = monitoring or NODE_EXPORTER_SET in request.package_sets
+    port = (service.port if service else None) or profile.default_port
     container = ContainerSpec(
         node=request.node,
         hostname=request.host,
@@ -142,13 +164,26 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
             domain=service.domain,
             expose=service.expose,
             visibility=service.visibility,
-            port=service.port or profile.default_port,
+            port=port,
             health=service.health,
         )
         if service
         else None,
-        monitoring=profile.monitoring if request.monitoring is None else request.monitoring,
-        post_create=tuple(profile.post_create_actions),
+        monitoring=monitoring,
+        setup=build_setup(
+            name=request.name,
+            path=file.path,
+            hostname=request.host,
+            description=request.description,
+            actions=list(profile.post_create_actions),
+            package_sets=[*profile.package_sets, *request.package_sets],
+            packages=profile.packages,
+            web_server=request.web_server or (profile.web_servers or ("none",))[0],
+            monitoring=monitoring,
+            domain=service.domain if service else None,
+            port=port,
+            health=service.health if service else None,
+        ),
     )
 
 

@@ -23,8 +23,9 @@ def net0(network: Network) -> str:
     return value
 
 
-def create_container(desired: Desired, vmid: int) -> dict[str, ParamValue]:
-    """The body of POST /nodes/{node}/lxc; `start` makes the create task start the container too."""
+def create_container(desired: Desired, vmid: int, start: bool | None = None) -> dict[str, ParamValue]:
+    """The body of POST /nodes/{node}/lxc; start (the request's start when None) makes the create task start
+    the container too."""
     c = desired.container
     params: dict[str, ParamValue] = {
         "vmid": vmid,
@@ -38,7 +39,7 @@ def create_container(desired: Desired, vmid: int) -> dict[str, ParamValue]:
         "net0": net0(c.network),
         "unprivileged": 1,
         "onboot": 1 if c.start else 0,
-        "start": 1 if c.start else 0,
+        "start": 1 if (c.start if start is None else start) else 0,
         "tags": ";".join(tags_for(desired.name, desired.monitoring)),
     }
     if c.nesting:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reconciler.model.errors import StateError
 from reconciler.model.observed import Held
+from reconciler.model.setup import SetupRecord
 from reconciler.model.vocab import JobStatus, ResourceKind, ResourceState
 
 # Each migration takes the database from the version before it (its index) to the next; PRAGMA user_version
@@ -78,6 +79,16 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT request, kind, CAST(vmid AS TEXT), node, state, address, job_id, created_at, updated_at
         FROM created_resources;
     DROP TABLE created_resources;
+    """,
+    # 3: the last successful setup in each request's container, so a cycle does not run the same steps again
+    """
+    CREATE TABLE setups (
+        request TEXT PRIMARY KEY,
+        vmid INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        job_id INTEGER REFERENCES jobs (id),
+        updated_at TEXT NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -306,6 +317,24 @@ class JobStore:
                 )
             )
         return {k: tuple(v) for k, v in out.items()}
+
+    # setups
+
+    def record_setup(self, request: str, vmid: int, digest: str, job_id: int | None) -> None:
+        """Remember that these steps (by digest) succeeded in this container."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO setups (request, vmid, digest, job_id, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (request) DO UPDATE SET vmid=excluded.vmid, digest=excluded.digest,"
+                " job_id=excluded.job_id, updated_at=excluded.updated_at",
+                (request, vmid, digest, job_id, now()),
+            )
+
+    def setups(self) -> dict[str, SetupRecord]:
+        """Request -> the last setup that succeeded in its container."""
+        with self._lock:
+            rows = self._db.execute("SELECT request, vmid, digest, job_id FROM setups").fetchall()
+        return {r["request"]: SetupRecord(int(r["vmid"]), r["digest"], r["job_id"]) for r in rows}
 
 
 def _statements(script: str) -> Iterator[str]:

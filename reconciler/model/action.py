@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from reconciler.model.desired import Desired
-from reconciler.model.vocab import JobType, Phase, ResourceKind
+from reconciler.model.standing import Standing
+from reconciler.model.vocab import JobType, Phase, ResourceKind, SetupState, Slot
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,10 @@ class ActionBase:
     failure_phase: ClassVar[Phase] = Phase.FAILED
     # Whether the action makes the resource: until it succeeds, the request has no VMID to show.
     creates: ClassVar[bool] = False
-    # Whether waiting on a Proxmox task (bounded per node) or on something else (not bounded per node).
-    uses_node_slot: ClassVar[bool] = True
+    # What the job holds while it runs: a Proxmox task, a pct session, or nothing on the node.
+    slot: ClassVar[Slot] = Slot.TASK
+    # Whether the container is as the request asks while this action is still to do (or failed).
+    applied: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -45,6 +48,39 @@ class ActionBase:
     def worth_retry(self, temporary: bool) -> bool:
         """Whether to try again after a backoff; otherwise only a change of the request (or an hour) retries."""
         return temporary
+
+    def standing(self, job: int | None = None, failure: str | None = None, output: tuple[str, ...] = ()) -> Standing:
+        """Where the request stands while this action is queued or running, or after it failed with `failure`."""
+        d = self.desired
+        failed = failure is not None and self.failure_phase == Phase.FAILED
+        shown = not (self.creates and failure is not None)  # a failed create made nothing to point at
+        return Standing(
+            d.name,
+            d.path,
+            self.failure_phase if failure is not None else Phase.PROVISIONING,
+            failure if failure is not None and failed else self.progress(),
+            d.revision,
+            self.vmid if shown else None,
+            self.node if shown else None,
+            self.address,
+            job=job,
+            applied=self.applied,
+            healthy=False if failed and self.job_type == JobType.PROVISION else None,
+            setup=self.setup_state(failure is not None),
+            output=output if failed else (),
+        )
+
+    @property
+    def address(self) -> str | None:
+        """The container's address, where the action knows it."""
+        return str(self.desired.static_ip) if self.desired.static_ip is not None else None
+
+    def setup_state(self, failed: bool) -> SetupState | None:
+        return None
+
+    def details(self) -> dict[str, object]:
+        """What the job record keeps beside the VMID, node and revision."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -87,7 +123,8 @@ class FindAddress(ActionBase):
     kind = ResourceKind.LXC
     job_type = JobType.FIND_ADDRESS
     failure_phase = Phase.PROVISIONING  # a lease that has not come yet is a wait, not a failure
-    uses_node_slot = False
+    slot = Slot.WAIT
+    applied = True
 
     def describe(self) -> str:
         return f"find address of {self.name}: lxc {self.vmid} on {self.node}"
@@ -99,4 +136,32 @@ class FindAddress(ActionBase):
         return True
 
 
-Action = CreateContainer | StartContainer | FindAddress
+@dataclass(frozen=True)
+class Provision(ActionBase):
+    """Run the request's setup steps inside its running container, then check its health path."""
+
+    kind = ResourceKind.LXC
+    job_type = JobType.PROVISION
+    slot = Slot.SETUP
+    applied = True
+    found_address: str | None = None  # a DHCP address found earlier (a static one comes from the request)
+
+    def describe(self) -> str:
+        return f"set up {self.name}: lxc {self.vmid} on {self.node}: {self.desired.setup.names()}"
+
+    def progress(self) -> str:
+        return f"container {self.vmid} running on {self.node}; setting it up ({self.desired.setup.names()})"
+
+    @property
+    def address(self) -> str | None:
+        return super().address or self.found_address
+
+    def setup_state(self, failed: bool) -> SetupState | None:
+        return SetupState.FAILED if failed else SetupState.RUNNING
+
+    def details(self) -> dict[str, object]:
+        setup = self.desired.setup
+        return {"digest": setup.digest, "steps": [s.name.value for s in setup.steps]}
+
+
+Action = CreateContainer | StartContainer | FindAddress | Provision

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 
 from reconciler.model.problem import Problem
+from reconciler.model.setup import Setup
 from reconciler.model.vocab import NetworkMode
 
 
@@ -67,7 +68,7 @@ class Desired:
     container: ContainerSpec
     service: Service | None = None
     monitoring: bool = False
-    post_create: tuple[str, ...] = ()
+    setup: Setup = field(default_factory=Setup)
 
     @property
     def static_ip(self) -> IPv4Address | None:

@@ -51,3 +51,14 @@ class StateError(ReconcilerError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class SetupError(ReconcilerError):
+    """A setup step failed in a container, or its node could not be reached; output is what it printed last."""
+
+    def __init__(self, step: str, reason: str, output: tuple[str, ...] = (), temporary: bool = True) -> None:
+        self.step = step
+        self.reason = reason
+        self.output = output
+        self.temporary = temporary
+        super().__init__(f"{step}: {reason}")

@@ -10,6 +10,7 @@ from ipaddress import IPv4Address
 from reconciler.model.action import Action
 from reconciler.model.owner import owner_of
 from reconciler.model.retry import Attempt
+from reconciler.model.setup import SetupRecord
 from reconciler.model.vocab import GuestStatus, ResourceKind, ResourceState
 
 
@@ -74,6 +75,7 @@ class Observed:
     last_jobs: Mapping[str, int] = field(default_factory=dict)
     # Static addresses configured on guests the reconciler does not own -> vmid (read only when needed).
     foreign_ips: Mapping[IPv4Address, int] = field(default_factory=dict)
+    setups: Mapping[str, SetupRecord] = field(default_factory=dict)  # request -> its last setup run
 
     @cached_property
     def owned(self) -> dict[str, list[Guest]]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from reconciler.model.vocab import Phase
+from reconciler.model.vocab import Phase, SetupState
 
 
 @dataclass(frozen=True)
 class Standing:
+    """Phase and message for people; applied, healthy and setup apart, for alerts on either."""
+
     name: str
     request: str  # the request file's path
     phase: Phase
@@ -20,6 +22,12 @@ class Standing:
     service: str | None = None
     job: int | None = None
     problems: tuple[str, ...] = ()
+    # The container exists as asked (created, and running unless start: false); None when not known.
+    applied: bool | None = None
+    # Setup succeeded and the health path answered; False when setup or the health check failed.
+    healthy: bool | None = None
+    setup: SetupState | None = None
+    output: tuple[str, ...] = ()  # the last lines a failed setup step printed
 
     def same_as(self, other: Standing | None) -> bool:
         """Equal but for the job id: then the older record stands, and its job still explains it."""

@@ -26,7 +26,16 @@ class JobType(StrEnum):
     CREATE = "create"
     START = "start"
     FIND_ADDRESS = "find-address"
+    PROVISION = "provision"
     VALIDATE = "validate"
+
+
+class Slot(StrEnum):
+    """What a job holds while it runs, and so which queue it waits in."""
+
+    TASK = "task"  # a Proxmox task on its node (proxmox.parallel_per_node at once per node)
+    SETUP = "setup"  # pct sessions on its node (provision.parallel_per_node at once per node)
+    WAIT = "wait"  # a wait that holds nothing on the node (a DHCP lease); many at once
 
 
 class JobStatus(StrEnum):
@@ -67,3 +76,34 @@ class GuestStatus(StrEnum):
 class NetworkMode(StrEnum):
     DHCP = "dhcp"
     STATIC = "static"
+
+
+class Transport(StrEnum):
+    """How setup commands reach a container's node: `pct` over SSH, `pct` here, or not at all."""
+
+    SSH = "ssh"
+    LOCAL = "local"
+    OFF = "off"
+
+
+class SetupState(StrEnum):
+    """Where the setup inside a container stands, as its status file says."""
+
+    OFF = "off"  # provision.transport is off: the container is created only
+    WAITING = "waiting"  # the container exists; setup runs once it runs and has its address
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class StepName(StrEnum):
+    """The only setup steps there are; profiles pick from the ones after wait-network and apt-update."""
+
+    WAIT_NETWORK = "wait-network"
+    APT_UPDATE = "apt-update"
+    INSTALL_PACKAGES = "install-packages"
+    PREPARE_DOCROOT = "prepare-docroot"
+    WRITE_WEB_SERVER_CONFIG = "write-web-server-config"
+    ENABLE_NODE_EXPORTER = "enable-node-exporter"
+    ENABLE_DOCKER = "enable-docker"
+    CHECK_HEALTH = "check-health"

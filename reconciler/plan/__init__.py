@@ -80,11 +80,12 @@ def plan(
     service_domains: Mapping[str, str | None] | None = None,
     request_names: Iterable[str] = (),
     now: float = 0.0,
+    setup_on: bool = False,
 ) -> Plan:
     """What to do for each valid request, and where every request (and orphaned guest) stands.
 
     request_names are all request files, valid or not: an owned guest whose request file is gone is Orphaned.
-    now is the clock the attempts' retry times are read against.
+    now is the clock the attempts' retry times are read against. setup_on: whether setup in containers runs.
     """
     valid = list(valid)
     claims = Claims(service_domains or {}, frozenset(_busy(observed)), observed.foreign_ips)
@@ -96,12 +97,9 @@ def plan(
     for d in sorted(kept, key=lambda d: d.name):
         running = observed.in_flight.get(d.name)
         if running is not None:  # never started twice: the job's end brings the next look
-            a = running.action
-            result.standings[d.name] = Standing(
-                d.name, d.path, Phase.PROVISIONING, a.progress(), d.revision, a.vmid, a.node, job=running.job_id
-            )
+            result.standings[d.name] = running.action.standing(job=running.job_id)
             continue
-        step = container_rule(d, observed, free, vmids)
+        step = container_rule(d, observed, free, vmids, setup_on)
         if isinstance(step, Standing):
             result.standings[d.name] = step
             continue
@@ -110,9 +108,7 @@ def plan(
             result.standings[d.name] = attempt.standing
             continue
         result.actions.append(step)
-        result.standings[d.name] = Standing(
-            d.name, d.path, Phase.PROVISIONING, step.progress(), d.revision, step.vmid, step.node
-        )
+        result.standings[d.name] = step.standing()
     wanted = set(request_names) | {d.name for d in valid} | set(result.standings)
     for name, guests in sorted(observed.owned.items()):
         if name not in wanted:

@@ -1,14 +1,16 @@
-"""The plan rule for a request's LXC container (pure): create, start, find its address, or say where it stands."""
+"""The plan rule for a request's LXC container (pure): create, start, find its address, set it up, or say where
+it stands."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
-from reconciler.model.action import Action, CreateContainer, FindAddress, StartContainer
+from reconciler.model.action import Action, CreateContainer, FindAddress, Provision, StartContainer
 from reconciler.model.desired import Desired
 from reconciler.model.observed import Guest, Observed
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import GuestStatus, Phase, ResourceState
+from reconciler.model.vocab import GuestStatus, Phase, ResourceState, SetupState
 
 
 def _drift(d: Desired, guest: Guest) -> list[str]:
@@ -26,8 +28,13 @@ def _drift(d: Desired, guest: Guest) -> list[str]:
     return out
 
 
-def container_rule(d: Desired, observed: Observed, free: Iterator[int], vmids: range) -> Action | Standing:
-    """The next action for the request's container, or its standing when there is nothing to do."""
+def container_rule(
+    d: Desired, observed: Observed, free: Iterator[int], vmids: range, setup_on: bool = False
+) -> Action | Standing:
+    """The next action for the request's container, or its standing when there is nothing to do.
+
+    setup_on: whether setup inside containers can run (provision.transport is not off).
+    """
 
     def standing(phase: Phase, message: str, guest: Guest | None = None, address: str | None = None) -> Standing:
         vmid, node = (guest.vmid, guest.node) if guest else (None, None)
@@ -70,7 +77,22 @@ def container_rule(d: Desired, observed: Observed, free: Iterator[int], vmids: r
     drift = _drift(d, guest)
     if drift:
         message += "; differs from the request (not changed automatically): " + ", ".join(drift)
-    return standing(Phase.READY, message, guest, address)
+    ready = replace(standing(Phase.READY, message, guest, address), applied=True)
+    steps = len(d.setup.steps)
+    if not setup_on:
+        return replace(
+            ready,
+            message=f"{message}; setup is off (provision.transport: off), {steps} steps not run",
+            setup=SetupState.OFF,
+        )
+    record = observed.setups.get(d.name)
+    if record is not None and record.done(guest.vmid, d.setup):
+        health = d.service.health if d.service else None
+        done = f"{message}; set up ({steps} steps" + (f", {health} answers)" if health else ")")
+        return replace(ready, message=done, healthy=True, setup=SetupState.DONE, job=record.job_id)
+    if guest.status != GuestStatus.RUNNING:
+        return replace(ready, message=f"{message}; setup waits until it runs (start: false)", setup=SetupState.WAITING)
+    return Provision(d, guest.vmid, guest.node, found_address=known)
 
 
 def orphan(name: str, guests: list[Guest], observed: Observed) -> Standing:

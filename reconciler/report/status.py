@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import Phase
+from reconciler.model.vocab import Phase, SetupState
 from reconciler.parse import dump_yaml, load_yaml
 
 MARK = b"# Written by reconciler"
@@ -21,10 +21,12 @@ HEADER = "# Written by reconciler for {path}; the next cycle overwrites edits.\n
 def render(standing: Standing) -> str:
     doc: dict[str, object] = {"apiVersion": "reconciler/v1", "kind": "Status", **asdict(standing)}
     doc["phase"] = str(standing.phase)
-    if standing.problems:
-        doc["problems"] = list(standing.problems)
-    else:
-        del doc["problems"]
+    doc["setup"] = str(standing.setup) if standing.setup is not None else None
+    for key in ("problems", "output"):  # lists only where there is something to say
+        if doc[key]:
+            doc[key] = list(doc[key])
+        else:
+            del doc[key]
     return HEADER.format(path=standing.request) + dump_yaml(doc)
 
 
@@ -40,10 +42,13 @@ def parse(text: bytes) -> Standing | None:
     if not isinstance(doc, dict):
         return None
     fields = {k: v for k, v in doc.items() if k in Standing.__dataclass_fields__}
-    if isinstance(fields.get("problems"), list):
-        fields["problems"] = tuple(fields["problems"])
+    for key in ("problems", "output"):
+        if isinstance(fields.get(key), list):
+            fields[key] = tuple(fields[key])
     try:
         fields["phase"] = Phase(str(fields.get("phase")))
+        if fields.get("setup") is not None:
+            fields["setup"] = SetupState(str(fields["setup"]))
         return Standing(**fields)
     except (TypeError, ValueError):
         return None

@@ -1,0 +1,11 @@
+# enable-docker: the Docker engine runs now and at every boot; when it does not, show the engine's own error.
+systemctl enable --quiet docker
+systemctl is-active --quiet docker || systemctl start docker || true
+if ! docker info >/dev/null 2>&1; then
+    echo "the Docker engine does not answer; its own words follow"
+    docker info 2>&1 | tail -n 20 || true
+    systemctl status docker --no-pager --lines=20 2>&1 | tail -n 25 || true
+    echo "Docker in an unprivileged container needs the features nesting=1 and keyctl=1; see the README"
+    exit 1
+fi
+docker version --format 'Docker engine {{.Server.Version}} answers'

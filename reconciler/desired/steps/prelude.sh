@@ -1,0 +1,29 @@
+# reconciler setup step (shipped with the reconciler; values from the request arrive only as arguments)
+set -eu
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+# put FILE BASE64: give FILE the decoded content, atomically; status 0 when it changed, 1 when it had it already.
+put() {
+    new=$(mktemp "$1.XXXXXX")
+    printf '%s' "$2" | base64 -d >"$new"
+    if [ -f "$1" ] && cmp -s "$new" "$1"; then
+        rm -f "$new"
+        return 1
+    fi
+    chmod 0644 "$new"
+    mv -f "$new" "$1"
+}
+
+# apply_service UNIT CHANGED: enable the unit; reload it when its configuration changed, start it when it is down.
+apply_service() {
+    systemctl enable --quiet "$1"
+    if [ "$2" = yes ]; then
+        systemctl reload-or-restart "$1"
+        echo "$1 reloaded"
+    elif ! systemctl is-active --quiet "$1"; then
+        systemctl start "$1"
+        echo "$1 started"
+    else
+        echo "$1 already running with this configuration"
+    fi
+}

@@ -1,0 +1,223 @@
+"""The only module that reaches a node's `pct`: here (transport local) or over SSH with OpenSSH's client.
+
+Nothing but `pct exec VMID -- COMMAND...` and `pct set VMID ...` runs on a node, so its key can be pinned to
+`pct` (README). SSH authenticates with the configured key only and checks the node's host key against the
+configured known_hosts: an unknown or changed key fails the step and is never accepted. Every line a command
+prints is handed on as it comes; a command that outlives its timeout, or a stop, is killed, here and (through
+`timeout` inside the container) on the node.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from reconciler.config import ProvisionConfig, SshConfig
+from reconciler.model.errors import SetupError
+from reconciler.model.vocab import Transport
+
+TAIL = 15  # lines of output kept for the status file
+KILL_GRACE = 10  # seconds `timeout` in the container waits after TERM before KILL
+SSH_FAILED = 255  # OpenSSH's exit status for its own failures
+
+OnLine = Callable[[str], None]
+Abort = Callable[[], str | None]
+
+# What OpenSSH's client says when it, not the remote command, failed; and whether trying again can help.
+_SSH_ERRORS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
+    (
+        re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|host key .* not known"),
+        "the node's SSH host key is not the one in {known_hosts} (unknown or changed); it is never accepted:"
+        " add the node's real key there",
+        False,
+    ),
+    (
+        re.compile(r"Permission denied \(|Too many authentication failures"),
+        "the node refused the key {key} for user {user}",
+        False,
+    ),
+    (
+        re.compile(r"Could not resolve hostname|Connection refused|Connection timed out|No route to host"),
+        "cannot connect to {address} port {port}",
+        True,
+    ),
+    (re.compile(r"Load key .*|Bad permissions|UNPROTECTED PRIVATE KEY"), "cannot use the key {key}", False),
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command ended: its exit status and its last lines of output."""
+
+    status: int
+    tail: tuple[str, ...]
+
+
+class Pct:
+    """Runs pct commands on the node that hosts a container."""
+
+    def __init__(self, config: ProvisionConfig) -> None:
+        if config.transport == Transport.OFF:
+            raise ValueError("provision.transport is off")
+        self.config = config
+        self.transport = config.transport
+        self.ssh: SshConfig | None = config.ssh if config.transport == Transport.SSH else None
+
+    @property
+    def root(self) -> bool:
+        """Whether pct runs as root on the node, as setting any feature but nesting needs."""
+        if self.ssh is None:
+            return True  # pct refuses a non-root caller itself, with its own words
+        return self.ssh.user == "root" or self.ssh.sudo
+
+    def exec(
+        self, node: str, vmid: int, command: Sequence[str], stdin: str, step: str, on_line: OnLine, abort: Abort
+    ) -> Outcome:
+        """Run command inside the container with stdin; killed (in the container too) after the step timeout."""
+        limit = int(self.config.step_timeout)
+        bounded = ["timeout", "-k", str(KILL_GRACE), str(limit), *command]
+        return self._run(node, ["exec", str(vmid), "--", *bounded], stdin, step, on_line, abort)
+
+    def set(self, node: str, vmid: int, options: Sequence[str], step: str, on_line: OnLine, abort: Abort) -> Outcome:
+        """`pct set VMID OPTIONS...` on the node."""
+        return self._run(node, ["set", str(vmid), *options], "", step, on_line, abort)
+
+    def argv(self, node: str, pct_args: Sequence[str]) -> list[str]:
+        """The local command line for a pct call on node."""
+        if self.ssh is None:
+            return [self.config.local.pct, *pct_args]
+        ssh = self.ssh
+        remote = (["sudo", "-n"] if ssh.sudo else []) + ["pct", *pct_args]
+        options = {
+            "BatchMode": "yes",
+            "StrictHostKeyChecking": "yes",
+            "UserKnownHostsFile": str(ssh.known_hosts),
+            "GlobalKnownHostsFile": "/dev/null",
+            "UpdateHostKeys": "no",
+            "IdentitiesOnly": "yes",
+            "IdentityAgent": "none",
+            "PubkeyAuthentication": "yes",
+            "PasswordAuthentication": "no",
+            "KbdInteractiveAuthentication": "no",
+            "ForwardAgent": "no",
+            "ForwardX11": "no",
+            "ClearAllForwardings": "yes",
+            "ControlMaster": "no",
+            "ControlPath": "none",
+            "PermitLocalCommand": "no",
+            "ConnectTimeout": str(int(ssh.connect_timeout)),
+            "ServerAliveInterval": "15",
+            "ServerAliveCountMax": "4",
+            "LogLevel": "ERROR",
+        }
+        flags = [item for key, value in options.items() for item in ("-o", f"{key}={value}")]
+        target = ["-i", str(ssh.key), "-p", str(ssh.port), "-l", ssh.user, ssh.address(node)]
+        # OpenSSH joins the remote words with spaces for the node's shell: each is quoted to stay one word.
+        return ["ssh", "-F", "/dev/null", "-T", *flags, *target, "--", shlex.join(remote)]
+
+    def _run(self, node: str, pct_args: Sequence[str], stdin: str, step: str, on_line: OnLine, abort: Abort) -> Outcome:
+        argv = self.argv(node, pct_args)
+        # Only what the client needs: never the daemon's secrets.
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8"}
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group, so a kill reaches ssh or pct and their children
+            )
+        except OSError as exc:
+            raise SetupError(step, f"cannot run {argv[0]}: {exc.strerror}", temporary=False) from None
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_feed, args=(proc, stdin), daemon=True).start()
+        threading.Thread(target=_read, args=(proc, lines), daemon=True).start()
+        tail: deque[str] = deque(maxlen=TAIL)
+        deadline = time.monotonic() + self.config.step_timeout + KILL_GRACE + 5
+        stopped: str | None = None
+        ended: float | None = None
+        while True:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                if proc.poll() is not None:
+                    # A daemon the command started may hold its output open: the command's end is the end.
+                    ended = ended or time.monotonic()
+                    if time.monotonic() - ended > 2:
+                        break
+                stopped = abort() or (
+                    f"took longer than provision.step_timeout ({self.config.step_timeout:g} s); it was killed"
+                    if time.monotonic() > deadline
+                    else None
+                )
+                if stopped is not None:
+                    _kill(proc)
+                    break
+                continue
+            if line is None:
+                break
+            tail.append(line)
+            on_line(line)
+        status = proc.wait()
+        if stopped is not None:
+            raise SetupError(step, stopped, tuple(tail))
+        if status == 124 and pct_args[0] == "exec":  # `timeout` in the container ended the command
+            limit = f"{self.config.step_timeout:g}"
+            raise SetupError(step, f"took longer than provision.step_timeout ({limit} s); it was killed", tuple(tail))
+        if status == SSH_FAILED and self.ssh is not None:
+            self._ssh_failure(node, step, tuple(tail))
+        return Outcome(status, tuple(tail))
+
+    def _ssh_failure(self, node: str, step: str, tail: tuple[str, ...]) -> None:
+        """Raise the plain-words error for a failure of the SSH client itself, when the output shows one."""
+        assert self.ssh is not None
+        ssh = self.ssh
+        text = "\n".join(tail)
+        for pattern, reason, temporary in _SSH_ERRORS:
+            if pattern.search(text):
+                said = reason.format(
+                    known_hosts=ssh.known_hosts, key=ssh.key, user=ssh.user, address=ssh.address(node), port=ssh.port
+                )
+                raise SetupError(f"connect to node {node}", said, tail, temporary=temporary)
+
+
+def _feed(proc: subprocess.Popen[bytes], stdin: str) -> None:
+    """Write the script and close stdin (in a thread: a command that reads nothing must not block us)."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(stdin.encode())
+        proc.stdin.close()
+    except OSError:  # it ended without reading: its exit status says why
+        pass
+
+
+def _read(proc: subprocess.Popen[bytes], lines: queue.Queue[str | None]) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        lines.put(text.rsplit("\r", 1)[-1])  # a progress line keeps its last state
+    lines.put(None)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """TERM the command's process group, then KILL what is left after a few seconds."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
