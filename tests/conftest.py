@@ -283,3 +283,136 @@ def daemon(config_path: Path, env: dict[str, str], tmp_path: Path) -> Iterator[D
     if process.proc is not None and process.proc.poll() is None:
         process.proc.kill()
         process.proc.wait(10)
+
+
+# A node's SSH server: OpenSSH's sshd on loopback, the reconciler's key pinned to node/reconciler-pct as the
+# README tells operators, and `pct` a stand-in the test chooses.
+
+REPO = Path(__file__).resolve().parent.parent
+FORCED_COMMAND = REPO / "node" / "reconciler-pct"
+
+
+@dataclass
+class NodeSshd:
+    port: int
+    user: str
+    key: Path
+    known_hosts: Path
+    wrong_known_hosts: Path  # the same address with another host key
+    log: Path
+
+    def provision(self, **extra: Any) -> dict[str, Any]:
+        """A config `provision` block that reaches every test node through this server."""
+        ssh = {
+            "user": self.user,
+            "port": self.port,
+            "key": str(self.key),
+            "known_hosts": str(self.known_hosts),
+            "hosts": {node: "127.0.0.1" for node in NODES},
+            "connect_timeout": 5,
+        }
+        return {"transport": "ssh", "ssh": ssh, **extra}
+
+
+def _keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def start_sshd(root: Path, pct: Path) -> Iterator[NodeSshd]:
+    """Run sshd -D on a free loopback port until the generator is closed; its forced command runs `pct`."""
+    sshd = Path("/usr/sbin/sshd")
+    if not sshd.exists() or subprocess.run(["which", "ssh"], capture_output=True).returncode != 0:
+        pytest.skip("OpenSSH (Debian packages openssh-server, openssh-client) not installed: SSH transport not tested")
+    root.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    host_key = _keygen(root / "host_ed25519")
+    client_key = _keygen(root / "id_ed25519")
+    other_host_key = _keygen(root / "other_host_ed25519")
+    (root / "authorized_keys").write_text(f'command="{FORCED_COMMAND}",restrict {client_key}\n')
+    port = free_port()
+    config = root / "sshd_config"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            Port {port}
+            ListenAddress 127.0.0.1
+            HostKey {root / "host_ed25519"}
+            PidFile none
+            AuthorizedKeysFile {root / "authorized_keys"}
+            StrictModes no
+            UsePAM no
+            PubkeyAuthentication yes
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            PermitRootLogin prohibit-password
+            AllowUsers {user}
+            SetEnv RECONCILER_PCT={pct}
+            LogLevel VERBOSE
+            """
+        )
+    )
+    known = root / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {' '.join(host_key.split()[:2])}\n")
+    wrong = root / "wrong_known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{port} {' '.join(other_host_key.split()[:2])}\n")
+    log = root / "sshd.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(sshd), "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"sshd did not start:\n{log.read_text()}")
+                time.sleep(0.05)
+        yield NodeSshd(port, user, root / "id_ed25519", known, wrong, log)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+HOST_PCT = """#!{python}
+# pct stand-in for transport tests: runs a container's command right here (no container) and records each call.
+import json, os, sys
+with open({calls!r}, "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+args = sys.argv[1:]
+if args[:1] == ["exec"] and len(args) > 3 and args[2] == "--":
+    os.execvp(args[3], args[3:])
+if args[:1] == ["set"]:
+    sys.exit(0)
+sys.stderr.write("pct stand-in: unsupported: " + " ".join(args) + "\\n")
+sys.exit(2)
+"""
+
+
+@dataclass
+class HostPct:
+    path: Path
+    calls_file: Path
+
+    def calls(self) -> list[list[str]]:
+        if not self.calls_file.exists():
+            return []
+        return [json.loads(line) for line in self.calls_file.read_text().splitlines()]
+
+
+@pytest.fixture
+def host_pct(tmp_path: Path) -> HostPct:
+    """A `pct` that runs what it is given on this machine, for tests of how commands reach a node."""
+    path = tmp_path / "host-pct" / "pct"
+    path.parent.mkdir()
+    path.write_text(HOST_PCT.format(python=sys.executable, calls=str(tmp_path / "host-pct" / "calls.jsonl")))
+    path.chmod(0o755)
+    return HostPct(path, tmp_path / "host-pct" / "calls.jsonl")
+
+
+@pytest.fixture
+def host_sshd(tmp_path: Path, host_pct: HostPct) -> Iterator[NodeSshd]:
+    """A node's sshd whose forced command runs the host `pct` stand-in."""
+    yield from start_sshd(tmp_path / "sshd", host_pct.path)
