@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Interface
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.model.action import CreateContainer, FindAddress, StartContainer
+from reconciler.model.action import CreateContainer, FindAddress, Provision, StartContainer
 from reconciler.model.desired import ContainerSpec, Desired, Network
 from reconciler.model.observed import Guest, Held, Observed, Running
 from reconciler.model.owner import tags_for
 from reconciler.model.retry import RetryPolicy
+from reconciler.model.setup import Setup, SetupRecord, Step
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import GuestStatus, JobType, NetworkMode, Phase, ResourceKind, ResourceState
+from reconciler.model.vocab import (
+    GuestStatus,
+    JobType,
+    NetworkMode,
+    Phase,
+    ResourceKind,
+    ResourceState,
+    SetupState,
+    StepName,
+)
 from reconciler.plan import plan
 
 RANGE = range(200, 210)
@@ -211,3 +222,91 @@ def test_just_after_its_job_a_lagging_report_of_the_guest_is_not_acted_on() -> N
         assert result.standings["a"].message == "waiting for Proxmox to report the state of container 200"
     later = plan([desired("a")], [], Observed((guest(200, "a", "stopped"),)), RANGE)
     assert later.actions == [StartContainer(desired("a"), 200, "pve1")]
+
+
+SETUP = Setup((Step(StepName.APT_UPDATE, "refresh", "apt-get update"),))
+
+
+def with_setup(name: str, address: str = "192.168.50.20/24", setup: Setup = SETUP) -> Desired:
+    return replace(desired(name, address), setup=setup)
+
+
+def test_a_running_container_with_its_address_is_set_up_when_setup_is_on() -> None:
+    d = with_setup("a")
+    observed = Observed((guest(200, "a"),))
+    assert plan([d], [], observed, RANGE, setup_on=True).actions == [Provision(d, 200, "pve1")]
+    standing = plan([d], [], observed, RANGE, setup_on=True).standings["a"]
+    assert (standing.phase, standing.applied, standing.healthy, standing.setup) == (
+        Phase.PROVISIONING,
+        True,
+        None,
+        SetupState.RUNNING,
+    )
+
+
+def test_setup_off_leaves_the_container_created_only_and_says_so() -> None:
+    result = plan([with_setup("a")], [], Observed((guest(200, "a"),)), RANGE)
+    assert result.actions == []
+    standing = result.standings["a"]
+    assert (standing.phase, standing.applied, standing.healthy, standing.setup) == (
+        Phase.READY,
+        True,
+        None,
+        SetupState.OFF,
+    )
+    assert standing.message.endswith("setup is off (provision.transport: off), 1 steps not run")
+
+
+def test_the_same_steps_are_not_run_again_in_the_same_container() -> None:
+    d = with_setup("a")
+    done = Observed((guest(200, "a"),), setups={"a": SetupRecord(200, d.setup.digest, 9)})
+    result = plan([d], [], done, RANGE, setup_on=True)
+    assert result.actions == []
+    standing = result.standings["a"]
+    assert (standing.phase, standing.applied, standing.healthy, standing.setup, standing.job) == (
+        Phase.READY,
+        True,
+        True,
+        SetupState.DONE,
+        9,
+    )
+
+
+def test_changed_steps_or_another_container_run_setup_again() -> None:
+    d = with_setup("a")
+    other_steps = Observed((guest(200, "a"),), setups={"a": SetupRecord(200, "0" * 16, 9)})
+    other_container = Observed((guest(201, "a"),), setups={"a": SetupRecord(200, d.setup.digest, 9)})
+    assert plan([d], [], other_steps, RANGE, setup_on=True).actions == [Provision(d, 200, "pve1")]
+    assert plan([d], [], other_container, RANGE, setup_on=True).actions == [Provision(d, 201, "pve1")]
+
+
+def test_setup_waits_for_a_stopped_container_and_for_a_dhcp_address() -> None:
+    stopped = replace(with_setup("a"), container=replace(with_setup("a").container, start=False))
+    result = plan([stopped], [], Observed((guest(200, "a", "stopped"),)), RANGE, setup_on=True)
+    assert result.actions == []
+    assert result.standings["a"].setup == SetupState.WAITING
+    dhcp = replace(desired("b"), setup=SETUP)
+    assert plan([dhcp], [], Observed((guest(201, "b"),)), RANGE, setup_on=True).actions == [
+        FindAddress(dhcp, 201, "pve1")
+    ]
+    found = Observed((guest(201, "b"),), held={"b": (held("b", 201, "192.168.50.7"),)})
+    assert plan([dhcp], [], found, RANGE, setup_on=True).actions == [
+        Provision(dhcp, 201, "pve1", found_address="192.168.50.7")
+    ]
+
+
+def test_a_failed_setup_is_held_back_until_its_backoff_ends() -> None:
+    d = with_setup("a")
+    failed = Provision(d, 200, "pve1").standing(5, failure="setup step apt-update failed: exit status 100: E: x")
+    attempt = RetryPolicy(30, 3600).next(None, JobType.PROVISION, "r1", failed, True, now=0.0)
+    observed = Observed((guest(200, "a"),), attempts={"a": attempt})
+    held_back = plan([d], [], observed, RANGE, setup_on=True, now=10.0)
+    assert held_back.actions == []
+    standing = held_back.standings["a"]
+    assert (standing.phase, standing.applied, standing.healthy, standing.setup) == (
+        Phase.FAILED,
+        True,
+        False,
+        SetupState.FAILED,
+    )
+    assert plan([d], [], observed, RANGE, setup_on=True, now=31.0).actions == [Provision(d, 200, "pve1")]

@@ -107,6 +107,22 @@ def test_the_readme_request_is_valid() -> None:
         ),
         ({"service": {"domain": "x.example.com", "health": "healthz"}}, "service.health: String should match pattern"),
         ({"kind": "vm"}, "kind: vm is not supported yet; only lxc containers can be requested"),
+        (
+            {"profile": "static-website", "package_sets": ["docker"]},
+            "package_sets: 'docker' is not an optional set of profile static-website (none)",
+        ),
+        (
+            {"package_sets": ["nginx"]},
+            "package_sets: 'nginx' is not an optional set of profile generic-service (docker, node-exporter)",
+        ),
+        ({"package_sets": ["curl"]}, "package_sets: 'curl' is not an optional set"),
+        ({"package_sets": ["docker", "docker"]}, "package_sets: names a set twice"),
+        (
+            {"package_sets": ["node-exporter"], "monitoring": False},
+            "package_sets: node-exporter is monitoring: drop it or set monitoring: true",
+        ),
+        ({"web_server": "apache"}, "web_server: profile generic-service has no web server"),
+        ({"web_server": "caddy"}, "web_server: Input should be 'nginx' or 'apache'"),
     ],
 )
 def test_each_rule_names_the_field_and_the_reason(changes: dict[str, Any], expected: str) -> None:
