@@ -19,6 +19,7 @@ from reconciler.model.errors import ConfigError, GitError, ProxmoxError, StateEr
 from reconciler.model.vocab import Phase
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.report import caddy, status
+from reconciler.report.steps import setup_lines
 
 # Commands import what they need when they run: `validate` (a pre-commit hook) stays quick and needs no
 # proxmoxer, git or the demo extra.
@@ -106,8 +107,11 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         runtime.close()
     out.write(f"revision {source.revision or '(empty remote)'}: {len(source.requests)} request file(s)\n")
     acting = {a.name for a in decision.plan.actions}
+    transport = reconciler.config.provision.transport
     for action in decision.plan.actions:
         out.write(f"  {action.describe()}\n")
+        for line in setup_lines(action.desired.setup, transport):
+            out.write(f"{line}\n")
     for name, standing in sorted(decision.plan.standings.items()):
         if name in acting:
             continue

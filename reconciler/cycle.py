@@ -247,7 +247,8 @@ class Reconciler:
         wanted_caddy: dict[str, str] = {}
         for d in decision.valid:
             s = statuses[d.name]
-            if d.exposed and d.domain and s.address and d.port:
+            # Routed once the workload answers (Ready); until then a route it already has stays (see keep).
+            if d.exposed and d.domain and s.address and d.port and s.phase == Phase.READY:
                 health = d.service.health if d.service else None
                 wanted_caddy[self.paths.caddy(d.domain)] = caddy.render(
                     d.name, d.path, d.domain, s.address, d.port, health

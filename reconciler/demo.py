@@ -12,6 +12,7 @@ from typing import TextIO
 from reconciler.config import TOKEN_SECRET_ENV, GitConfig, load_config
 from reconciler.gateways.git import Checkout, seed_bare_repo
 from reconciler.gateways.proxmox import REQUIRED_PRIVILEGES
+from reconciler.report.steps import setup_lines
 from reconciler.runtime import open_runtime
 
 TOKEN_ID = "reconciler@pve!gitops"
@@ -117,6 +118,10 @@ def run_demo(out: TextIO, keep: bool = False) -> int:
                     f" tags {ct.config.get('tags')}, net0 {ct.config.get('net0')}\n"
                 )
             out.write(f"Run 2: {len(again.started)} jobs, commit {again.commit or 'none (nothing changed)'}\n")
+            for d in report.decision.valid:
+                out.write(f"  {d.name} ({d.profile}):\n")
+                for line in setup_lines(d.setup, config.provision.transport):
+                    out.write(f"{line}\n")
         pushed = _read_remote(remote, root / "view-checkout")
         _show(out, "pushed", pushed)
         if keep:
