@@ -416,3 +416,52 @@ def host_pct(tmp_path: Path) -> HostPct:
 def host_sshd(tmp_path: Path, host_pct: HostPct) -> Iterator[NodeSshd]:
     """A node's sshd whose forced command runs the host `pct` stand-in."""
     yield from start_sshd(tmp_path / "sshd", host_pct.path)
+
+
+# Containers for real setup steps: a Debian root built once with debootstrap (cached between runs), one overlay
+# and network namespace per VMID, entered by a `pct` stand-in (tests/standin.py).
+
+DEBIAN_CACHE = Path(os.environ.get("RECONCILER_TEST_CACHE", Path.home() / ".cache" / "reconciler-tests")) / "debian-12"
+
+
+@pytest.fixture(scope="session")
+def debian_root() -> Path:
+    import standin
+
+    reason = standin.missing()
+    if reason is not None:
+        pytest.skip(f"setup steps not run for real: {reason}")
+    package_sets = yaml.safe_load((builtin_profiles_dir() / "package-sets.yaml").read_text())
+    return standin.build_cache(DEBIAN_CACHE, package_sets)
+
+
+@pytest.fixture
+def containers(tmp_path: Path, debian_root: Path) -> Iterator[Any]:
+    """The stand-in's containers for this test; everything they started or mounted is gone afterwards."""
+    import standin
+
+    stand_in = standin.PctStandIn(tmp_path / "pct-state", debian_root)
+    try:
+        yield stand_in
+    finally:
+        stand_in.cleanup()
+
+
+@pytest.fixture
+def chroot_pct(tmp_path: Path, containers: Any) -> Path:
+    """The `pct` command that enters the test's containers."""
+    import standin
+
+    return Path(standin.install(tmp_path / "pct-bin", containers.state))
+
+
+@pytest.fixture
+def chroot_sshd(tmp_path: Path, chroot_pct: Path) -> Iterator[NodeSshd]:
+    """A node's sshd whose forced command runs the containers' `pct`."""
+    yield from start_sshd(tmp_path / "sshd", chroot_pct)
+
+
+def with_provision(config_path: Path, provision: dict[str, Any]) -> Config:
+    """Add a provision block to a test config file and load it."""
+    config_path.write_text(config_path.read_text() + yaml.safe_dump({"provision": provision}))
+    return load_config(config_path)

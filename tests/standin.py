@@ -11,22 +11,31 @@ What it models
   process signals CMD.
 * ``pct set VMID --features X`` records X (`PctStandIn.features`).
 * Every call is appended to ``STATE/calls.jsonl`` (`PctStandIn.calls`).
-* Services behave as in a booted container as far as init.d scripts can make them: no systemd runs in a chroot, so
-  each container gets (in its own upper layer, never in the cache) a ``policy-rc.d`` that lets package installs
-  start services the way a booted system in runlevel 2 would, and a ``systemctl`` shim in /usr/local/sbin that sends
-  start/stop/restart/reload/status/is-active (and ``enable --now``) to ``/etc/init.d/UNIT`` and everything else to
-  the real systemctl, which does enable/disable/is-enabled offline. Services run in the container's network
-  namespace: a port they open is reachable from ``pct exec`` (``curl http://127.0.0.1/``), not from the host.
+* Services behave as in a booted Proxmox container (systemd) as far as init.d scripts can make them. No systemd
+  runs in a chroot, so each container gets, in its own upper layer (never in the cache):
+  - ``/usr/sbin/policy-rc.d``: without one, invoke-rc.d in a chroot (no runlevel, no /sbin/init) starts nothing.
+    It starts an enabled service when its package is installed, and, as systemd's deb-systemd-invoke does, a
+    service that fails to start does not fail the install.
+  - ``/usr/local/sbin/systemctl``: start/stop/restart/reload/status/is-active and ``enable --now`` go to
+    ``/etc/init.d/UNIT``; everything else (enable, disable, is-enabled, daemon-reload, ...) to the real systemctl,
+    which does those offline. ``systemctl start docker`` waits for the engine as systemd would (Type=notify) and
+    fails with dockerd's own errors when it dies.
+  Services run in the container's network namespace: a port they open is reachable from ``pct exec`` (``curl
+  http://127.0.0.1/``), not from the host.
 
 What it does not model
 ----------------------
-* No PID, mount, UTS, IPC, user or cgroup isolation: container processes see the host's processes (/proc is the
-  host's), /dev is the host's (a bind mount), there is no /sys, the hostname is the host's.
+* No PID, UTS, IPC, user or cgroup isolation: container processes see the host's processes (/proc is the host's)
+  and could signal them; the hostname is the host's; there is no /sys. /dev is a small one of the container's own.
 * No container life cycle (create, start, stop, status, config, resources, other subcommands): a VMID's root exists
-  from its first ``exec`` (or `PctStandIn.root`) until `PctStandIn.cleanup`.
+  from its first ``exec`` (or `PctStandIn.root`) until `PctStandIn.cleanup`. ``--features`` changes nothing.
 * Units without an init.d script cannot run; the shim says so and fails instead of pretending.
-* dockerd: see `SYSTEMCTL_SHIM` and the report in the module's history; it does not run in a chroot without
-  cgroups, and the shim lets that failure show rather than faking a running engine.
+* Docker does not run: dockerd needs /sys/fs/cgroup (it panics with "cannot statfs cgroup root") and finds no
+  storage driver but vfs on an overlayfs root. Mounting sysfs and cgroup2 into the chroot would let it start, but
+  then the engine works in the host's cgroup tree, so it is not done. Where the init script's ``ulimit -n 1048576``
+  is refused (a process tree without CAP_SYS_RESOURCE), it fails even before dockerd runs.
+* The cache's apt lists are as old as the cache: a container's ``apt-get update`` brings newer ones, and then newer
+  package versions come from the mirror instead of the cache.
 
 Everything needs root, debootstrap, iproute2, nftables and overlayfs; `missing` says what is absent.
 """
@@ -43,6 +52,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -56,6 +66,8 @@ MIRROR = "http://deb.debian.org/debian"
 # enable/disable/is-enabled offline in the containers.
 BASE_INCLUDE = ("systemd",)
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# ip, mount, nft and debootstrap live in sbin, which a PATH from sshd's forced command or a daemon may lack.
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONTAINER_NET = ipaddress.IPv4Network("10.203.0.0/16")
 # Shared by every stand-in on this machine: which sessions need ip_forward, and its value before the first one.
 GLOBAL_DIR = Path("/run/reconciler-standin")
@@ -67,25 +79,49 @@ APT_KEEP_DEBS = """\
 // pct stand-in: containers install from this root's /var/cache/apt/archives, so never clean it after an install.
 Binary::apt::APT::Keep-Downloaded-Packages "true";
 APT::Keep-Downloaded-Packages "true";
+// Every container's first apt-get update would write its own 40 MB copy of this source package cache; none needs it.
+Dir::Cache::srcpkgcache "";
 """
 
 # The cache build runs apt in a chroot on the host: nothing it installs may start there.
 BUILD_POLICY_RC_D = "#!/bin/sh\n# pct stand-in cache build: start nothing on the host.\nexit 101\n"
 
-# invoke-rc.d (which package installs call to start services) finds no runlevel and no init in a chroot and then
-# starts nothing. A booted container in runlevel 2 starts a service when it has a start link, so answer that way:
-# invoke-rc.d passes "(start)" when it found no start link itself (it never can here), and the links decide.
+# Package installs start services with invoke-rc.d, which in a chroot finds no runlevel and no init and then starts
+# nothing; it asks policy-rc.d, so this one answers as a booted Proxmox container (systemd, runlevel 2) would.
 CONTAINER_POLICY_RC_D = """\
 #!/bin/sh
-# pct stand-in: act like a booted container in runlevel 2 (no init system runs in this chroot).
+# pct stand-in: no init system runs in this chroot; answer invoke-rc.d as a booted systemd container would.
 [ "$1" = --quiet ] && shift
-service=$1
-case $2 in
-\\(*\\))
+service=$1 action=$2
+enabled() {
     for link in /etc/rc2.d/S[0-9][0-9]"$service" /etc/rcS.d/S[0-9][0-9]"$service"; do
-        [ -x "$link" ] && exit 0
+        [ -x "$link" ] && return 0
     done
-    exit 101 ;;
+    return 1
+}
+# A package's maintainer script on systemd calls deb-systemd-invoke for a unit of its own, which acts on an enabled
+# unit and ignores a failure (|| true); its invoke-rc.d call (|| exit 1) is for sysvinit only. So run the init script
+# here, ignore a failure, and tell invoke-rc.d to do nothing (101): a service that cannot start fails no install.
+plain=${action#(}; plain=${plain%)}; plain=${plain%% *}
+if [ -n "${DPKG_MAINTSCRIPT_PACKAGE:-}" ] && [ -e "/lib/systemd/system/$service.service" ]; then
+    case $plain in
+    start|restart) enabled || exit 101 ;;
+    try-restart) "/etc/init.d/$service" status >/dev/null 2>&1 || exit 101; plain=restart ;;
+    stop|reload|force-reload) ;;
+    *) exit 0 ;;  # status and the like: let invoke-rc.d run them as usual
+    esac
+    # Our stdout is invoke-rc.d's command substitution: a daemon left holding it would hang the install.
+    if "/etc/init.d/$service" "$plain" </dev/null >&2; then
+        echo "pct stand-in: policy-rc.d ran /etc/init.d/$service $plain (as systemd would), not invoke-rc.d" >&2
+    else
+        echo "pct stand-in: /etc/init.d/$service $plain failed; with systemd that does not fail the install" >&2
+    fi
+    exit 101
+fi
+# Otherwise runlevel 2: invoke-rc.d writes "(start)" when it found no start link (it cannot look them up without a
+# runlevel), so the links decide; everything else is allowed.
+case $action in
+\\(*\\)) enabled && exit 0; exit 101 ;;
 esac
 exit 0
 """
@@ -140,8 +176,10 @@ wait_docker() {
         /etc/init.d/docker status >/dev/null 2>&1 || break
         sleep 0.2; i=$((i + 1))
     done
-    echo "Job for docker.service failed: dockerd did not come up. Last lines of /var/log/docker.log:" >&2
-    tail -n 15 /var/log/docker.log >&2 2>/dev/null
+    echo "Job for docker.service failed: dockerd did not come up. From /var/log/docker.log:" >&2
+    # The errors and the panic, not the goroutine dump after it.
+    lines=$(grep -E '^panic:|level=(fatal|error)|failed to start' /var/log/docker.log 2>/dev/null | tail -n 8)
+    if [ -n "$lines" ]; then echo "$lines" >&2; else tail -n 15 /var/log/docker.log >&2 2>/dev/null; fi
     return 1
 }
 
@@ -197,15 +235,21 @@ class StandInError(RuntimeError):
 # Small helpers
 
 
-def _run(cmd: Sequence[str | Path], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: Sequence[str | Path], *, stdin_text: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run a host command with its output captured; a failure raises with the command's own words."""
     args = [str(part) for part in cmd]
-    done = subprocess.run(args, input=input, capture_output=True, text=True, check=False)
+    done = subprocess.run(args, input=stdin_text, capture_output=True, text=True, check=False, env=_host_env())
     if check and done.returncode != 0:
         output = (done.stdout + done.stderr).strip().splitlines()
         tail = "\n".join(output[-25:])
         raise StandInError(f"{shlex.join(args)} exited {done.returncode}:\n{tail}")
     return done
+
+
+def _host_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{HOST_PATH}:{os.environ.get('PATH', '')}".rstrip(":")}
 
 
 @contextlib.contextmanager
@@ -265,6 +309,28 @@ def _unmount_all(path: Path) -> None:
         raise StandInError(f"cannot unmount {_mounts_under(path)}")
 
 
+def _mount_dev(root: Path) -> None:
+    """A small /dev of ROOT's own, as LXC gives a container.
+
+    Not a bind mount of the host's /dev: a root left mounted by a crashed session is later deleted with rmtree (pytest
+    removes old temporary directories), which would go through a bind mount and delete the host's device nodes.
+    """
+    dev = root / "dev"
+    _run(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,size=1m", "tmpfs", dev])
+    devices = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+    for name, (major, minor) in devices.items():
+        os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        (dev / name).chmod(0o666)  # mknod's mode is cut by the umask
+    links = {"fd": "/proc/self/fd", "stdin": "fd/0", "stdout": "fd/1", "stderr": "fd/2", "ptmx": "pts/ptmx"}
+    for name, target in links.items():
+        (dev / name).symlink_to(target)
+    (dev / "pts").mkdir()
+    (dev / "shm").mkdir()
+    # apt runs dpkg on a pseudo-terminal; a devpts instance of its own keeps the host's terminals out of reach.
+    _run(["mount", "-t", "devpts", "-o", "newinstance,gid=5,mode=0620,ptmxmode=0666", "devpts", dev / "pts"])
+    _run(["mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", dev / "shm"])
+
+
 def _pids_rooted_under(path: Path) -> list[int]:
     """Processes whose root directory (chroot) is PATH or below it."""
     top = os.path.realpath(path)
@@ -317,7 +383,7 @@ def missing() -> str | None:
     """Why the stand-in cannot run on this machine, or None when it can."""
     if os.geteuid() != 0:
         return "the pct stand-in needs root (mounts, network namespaces, nftables)"
-    absent = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    absent = [tool for tool in REQUIRED_TOOLS if shutil.which(tool, path=_host_env()["PATH"]) is None]
     if absent:
         return f"the pct stand-in needs {', '.join(absent)} (apt-get install debootstrap iproute2 nftables mount)"
     if not Path("/proc/self/ns/net").exists():
@@ -364,9 +430,7 @@ def _build_chroot(root: Path) -> Iterator[Callable[[Sequence[str]], None]]:
 
     try:
         _run(["mount", "-t", "proc", "proc", root / "proc"])
-        _run(["mount", "--rbind", "/dev", root / "dev"])
-        # Slave, so nothing mounted or unmounted below root/dev reaches the host's /dev.
-        _run(["mount", "--make-rslave", root / "dev"])
+        _mount_dev(root)
         yield in_root
     finally:
         _kill_all(lambda: _pids_rooted_under(root))
@@ -439,8 +503,8 @@ class PctStandIn:
     """
 
     def __init__(self, state: Path, cache_root: Path | None = None) -> None:
-        self.state = state.absolute()
-        self.state.mkdir(parents=True, exist_ok=True)
+        state.mkdir(parents=True, exist_ok=True)
+        self.state = state.resolve()
         # Names on the host (network namespaces, interfaces, the nft table) carry this, so sessions do not clash.
         self.tag = hashlib.sha256(str(self.state).encode()).hexdigest()[:6]
         self.nft_table = f"reconciler_standin_{self.tag}"
@@ -489,7 +553,7 @@ class PctStandIn:
                     with _locked(ct / "lock"):
                         self._teardown(ct.name)
                         for part in ("root", "upper", "work"):
-                            # Only once nothing is mounted there: rmtree would follow into a bind-mounted /dev.
+                            # Only once nothing is mounted there: rmtree would follow into the mounts.
                             if (ct / part).exists() and not _mounts_under(ct):
                                 shutil.rmtree(ct / part)
         self._release_host()
@@ -497,11 +561,13 @@ class PctStandIn:
     # -- the pct command ----------------------------------------------------------------------------------------------
 
     def record(self, argv: Sequence[str]) -> None:
+        """Append one call (the arguments after ``pct``) to calls.jsonl."""
         line = json.dumps({"time": time.time(), "argv": list(argv)}) + "\n"
         with _locked(self.state / "calls.lock"), (self.state / "calls.jsonl").open("a") as out:
             out.write(line)
 
     def set_features(self, vmid: int | str, features: str) -> None:
+        """What ``pct set VMID --features FEATURES`` does here: remember them."""
         ct = self._ct(_check_vmid(vmid))
         ct.mkdir(parents=True, exist_ok=True)
         (ct / "features").write_text(features)
@@ -528,9 +594,7 @@ class PctStandIn:
     def _ready(self, vmid: str) -> bool:
         ct = self._ct(vmid)
         return (
-            (ct / "ready").exists()
-            and os.path.ismount(ct / "root")
-            and Path("/run/netns", self.netns(vmid)).exists()
+            (ct / "ready").exists() and os.path.ismount(ct / "root") and Path("/run/netns", self.netns(vmid)).exists()
         )
 
     def _prepare(self, vmid: str) -> None:
@@ -557,8 +621,7 @@ class PctStandIn:
             raise StandInError(f"overlayfs options cannot carry the paths {lower}, {upper}")
         options = f"lowerdir={lower},upperdir={upper},workdir={work}"
         _run(["mount", "-t", "overlay", f"standin-{vmid}", "-o", options, root])
-        _run(["mount", "--rbind", "/dev", root / "dev"])
-        _run(["mount", "--make-rslave", root / "dev"])
+        _mount_dev(root)
         _run(["mount", "-t", "proc", "proc", root / "proc"])
         # A fresh /run as at boot; without /run/systemd/system, init scripts and invoke-rc.d take the sysvinit path.
         _run(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs", root / "run"])
@@ -576,6 +639,8 @@ class PctStandIn:
             subnet = self._free_subnet(vmid)
             host_ip, ct_ip = list(subnet.hosts())
             _run(["ip", "addr", "add", f"{host_ip}/30", "dev", host_if])
+        # The name is a digest; the alias says whose it is (`ip link show` prints it).
+        _run(["ip", "link", "set", host_if, "alias", f"pct stand-in {netns} ({self.state})"])
         _run(["ip", "link", "set", host_if, "up"])
         _run(["ip", "-n", netns, "link", "set", ct_if, "name", "eth0"])
         _run(["ip", "-n", netns, "addr", "add", f"{ct_ip}/30", "dev", "eth0"])
@@ -649,7 +714,7 @@ class PctStandIn:
             net = CONTAINER_NET
             _run(
                 ["nft", "-f", "-"],
-                input=(
+                stdin_text=(
                     f"table ip {table}\n"
                     f"delete table ip {table}\n"
                     f"table ip {table} {{\n"
@@ -690,7 +755,8 @@ def install(bin_dir: Path, state: Path, cache_root: Path | None = None) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     wrapper = bin_dir / "pct"
     # -I: the wrapper may run from sshd or the daemon with any environment; the stand-in needs only the stdlib.
-    command = [sys.executable, "-I", str(Path(__file__).resolve()), "pct", "--state", str(state.absolute())]
+    state.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-I", str(Path(__file__).resolve()), "pct", "--state", str(state.resolve())]
     wrapper.write_text(f'#!/bin/sh\nexec {shlex.join(command)} "$@"\n')
     wrapper.chmod(0o755)
     return wrapper
@@ -718,7 +784,7 @@ def _pct(standin: PctStandIn, args: list[str]) -> int:
             return _fail(f"exec: cannot prepare container {args[1]}: {error}")
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, _host_env())
     if len(args) == 4 and args[0] == "set" and args[2] == "--features":
         standin.set_features(args[1], args[3])
         return 0
