@@ -41,6 +41,18 @@ def job_log(runtime: Runtime, job_id: int) -> list[str]:
     return [line.message for line in runtime.store.logs(job_id)]
 
 
+def job_log_of(runtime: Runtime, job_id: int | None) -> list[str]:
+    """The log of a job, read after the runtime closed."""
+    from reconciler.gateways.sqlite import JobStore
+
+    assert job_id is not None
+    store = JobStore(Path(runtime.store.path))
+    try:
+        return [line.message for line in store.logs(job_id)]
+    finally:
+        store.close()
+
+
 @pytest.fixture(params=["local", "ssh"])
 def transport(request: pytest.FixtureRequest, chroot_pct: Path) -> dict[str, Any]:
     """A provision block for either transport; ssh goes through sshd and node/reconciler-pct."""
@@ -132,7 +144,7 @@ def fingerprint(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def test_failing_steps_fail_their_own_request_with_the_step_and_its_output_and_the_rest_are_set_up(
+def test_a_failing_step_fails_its_own_request_with_the_step_and_its_output_and_the_rest_are_set_up(
     operator: OperatorClone, config_path: Path, env: dict[str, str], chroot_pct: Path, containers: Any, tmp_path: Path
 ) -> None:
     # A profile of the operator's whose package set names a package Debian does not have.
@@ -143,15 +155,8 @@ def test_failing_steps_fail_their_own_request_with_the_step_and_its_output_and_t
     broken = yaml.safe_load((profiles / "generic-service.yaml").read_text())
     (profiles / "broken.yaml").write_text(yaml.safe_dump({**broken, "name": "broken", "package_sets": ["typo"]}))
     config_path.write_text(config_path.read_text() + f"profiles: {profiles}\n")
-    config = with_provision(config_path, {"transport": "local", "local": {"pct": str(chroot_pct)}, "step_timeout": 5})
-    # VMIDs go to requests in name order: fine 200, hangs 201, missing 202. hangs gets an apt-get that never ends.
-    hung = containers.root(201) / "usr/local/sbin/apt-get"
-    hung.write_text("#!/bin/sh\necho 'apt-get: waiting for a mirror that never answers'\nexec sleep 600\n")
-    hung.chmod(0o755)
-    for name, profile, address in (("fine", "generic-service", 220), ("hangs", "generic-service", 221)):
-        operator.write(
-            f"requests/{name}.yaml", request_yaml(name, profile=profile, network=static(f"192.168.50.{address}/24"))
-        )
+    config = with_provision(config_path, {"transport": "local", "local": {"pct": str(chroot_pct)}})
+    operator.write("requests/fine.yaml", request_yaml("fine", network=static("192.168.50.220/24")))
     operator.write(
         "requests/missing.yaml", request_yaml("missing", profile="broken", network=static("192.168.50.222/24"))
     )
@@ -163,19 +168,141 @@ def test_failing_steps_fail_their_own_request_with_the_step_and_its_output_and_t
     finally:
         runtime.close()
 
-    fine, hangs, missing = (report.statuses[n] for n in ("fine", "hangs", "missing"))
-    assert fine.phase == "Ready" and fine.healthy
+    fine, missing = report.statuses["fine"], report.statuses["missing"]
+    assert (fine.phase, fine.healthy) == ("Ready", True)
     assert (missing.phase, missing.applied, missing.healthy, missing.setup) == ("Failed", True, False, "failed")
     assert missing.message == (
         "setup step install-packages failed: exit status 100: E: Unable to locate package no-such-package-reconciler"
     )
-    assert "E: Unable to locate package no-such-package-reconciler" in missing.output
-    assert hangs.phase == "Failed"
-    assert hangs.message == "setup step apt-update failed: took longer than provision.step_timeout (5 s); it was killed"
-    assert hangs.output == ("apt-get: waiting for a mirror that never answers",)
-    left = subprocess.run(["ip", "netns", "pids", containers.netns(201)], capture_output=True, text=True).stdout
-    assert left.split() == [], "the hung step still runs"
     operator.pull()
     status = operator.yaml("status/missing.yaml")
     assert status["output"][-1] == "E: Unable to locate package no-such-package-reconciler"
-    assert status["healthy"] is False and status["applied"] is True
+    assert (status["applied"], status["healthy"], status["setup"]) == (True, False, "failed")
+    log = job_log_of(runtime, missing.job)
+    assert "step 3/3 install-packages: install typo (no-such-package-reconciler)" in log
+    assert log[-1] == (
+        "setup step install-packages failed: exit status 100: E: Unable to locate package no-such-package-reconciler"
+    )
+
+
+def test_a_step_that_hangs_is_killed_at_its_timeout_and_fails_its_request(
+    operator: OperatorClone, config_path: Path, env: dict[str, str], chroot_pct: Path, containers: Any
+) -> None:
+    # The container's apt-get never ends, as with a mirror that accepts the connection and never answers.
+    hung = containers.root(200) / "usr/local/sbin/apt-get"
+    hung.write_text("#!/bin/sh\necho 'apt-get: waiting for a mirror that never answers'\nexec sleep 600\n")
+    hung.chmod(0o755)
+    provision = {"transport": "local", "local": {"pct": str(chroot_pct)}, "step_timeout": 10}
+    operator.write("requests/hangs.yaml", request_yaml("hangs", network=static("192.168.50.221/24")))
+    operator.push()
+    runtime = open_runtime(with_provision(config_path, provision), env)
+    try:
+        report = runtime.reconciler.once()
+    finally:
+        runtime.close()
+
+    hangs = report.statuses["hangs"]
+    assert hangs.phase == "Failed"
+    assert (
+        hangs.message == "setup step apt-update failed: took longer than provision.step_timeout (10 s); it was killed"
+    )
+    assert hangs.output == ("apt-get: waiting for a mirror that never answers",)
+    left = subprocess.run(["ip", "netns", "pids", containers.netns(200)], capture_output=True, text=True).stdout
+    assert left.split() == [], "the hung step still runs"
+
+
+def test_docker_gets_keyctl_from_the_node_before_the_first_start_and_a_failing_engine_says_why(
+    operator: OperatorClone,
+    cluster: FakeCluster,
+    config_path: Path,
+    env: dict[str, str],
+    chroot_sshd: Any,
+    containers: Any,
+) -> None:
+    operator.write(
+        "requests/dock.yaml", request_yaml("dock", package_sets=["docker"], network=static("192.168.50.230/24"))
+    )
+    operator.push()
+    runtime = open_runtime(with_provision(config_path, chroot_sshd.provision()), env)
+    try:
+        report = runtime.reconciler.once()
+    finally:
+        runtime.close()
+
+    [post] = cluster.create_posts()
+    assert b"start=0" in post[2] and b"features=nesting%3D1" in post[2]  # the token sets nesting only
+    calls = containers.calls()
+    assert calls[0] == ["set", "200", "--features", "nesting=1,keyctl=1"]  # before anything ran inside
+    assert containers.features(200) == "nesting=1,keyctl=1"
+    [ct] = cluster.containers()
+    assert ct.status == "running"
+    assert in_container(containers, 200, "dpkg-query", "-W", "-f=${Status}", "docker.io").stdout == (
+        "install ok installed"
+    )
+    # No Docker engine can run in the test's chroot: the status shows the engine's own words, not a guess.
+    dock = report.statuses["dock"]
+    assert dock.phase == "Failed"
+    assert dock.message == (
+        "setup step enable-docker failed: exit status 1: docker info: ERROR: Cannot connect to the Docker daemon at"
+        " unix:///var/run/docker.sock. Is the docker daemon running?"
+    )
+    assert any("the Docker engine does not answer" in line for line in dock.output)
+
+
+def test_docker_over_ssh_as_a_user_that_cannot_set_keyctl_fails_and_says_how_to_fix_it(
+    operator: OperatorClone, cluster: FakeCluster, config_path: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    operator.write(
+        "requests/dock.yaml", request_yaml("dock", package_sets=["docker"], network=static("192.168.50.231/24"))
+    )
+    operator.push()
+    provision = {
+        "transport": "ssh",
+        "ssh": {"user": "deploy", "key": str(tmp_path / "k"), "known_hosts": str(tmp_path / "kh")},
+    }
+    runtime = open_runtime(with_provision(config_path, provision), env)
+    try:
+        report = runtime.reconciler.once()
+    finally:
+        runtime.close()
+    dock = report.statuses["dock"]
+    assert dock.phase == "Failed"
+    assert dock.message == (
+        "set container features failed: Docker needs the container features nesting=1,keyctl=1, which only root may"
+        " set with pct: connect as root (provision.ssh.user: root) or allow `sudo -n pct` (provision.ssh.sudo: true)"
+    )
+    [ct] = cluster.containers()
+    assert ct.status == "stopped"  # never started without the features Docker needs
+
+
+def test_sigterm_stops_a_running_setup_which_is_recorded_as_interrupted(
+    operator: OperatorClone, config_path: Path, chroot_pct: Path, containers: Any, daemon: Any
+) -> None:
+    hung = containers.root(200) / "usr/local/sbin/apt-get"
+    hung.write_text("#!/bin/sh\necho 'apt-get: waiting'\nexec sleep 600\n")
+    hung.chmod(0o755)
+    config = with_provision(config_path, {"transport": "local", "local": {"pct": str(chroot_pct)}})
+    operator.write("requests/slow.yaml", request_yaml("slow", network=static("192.168.50.240/24")))
+    operator.push()
+    daemon.configure(stop_grace=1).start()
+
+    def log_of_setup() -> list[str]:
+        db = sqlite3.connect(config.state.database)
+        try:
+            rows = db.execute(
+                "SELECT message FROM job_logs JOIN jobs ON jobs.id = job_logs.job_id WHERE jobs.type = 'provision'"
+            ).fetchall()
+        finally:
+            db.close()
+        return [r[0] for r in rows]
+
+    daemon.wait_for(lambda: "apt-get: waiting" in log_of_setup(), timeout=60, what="the hung step")
+    assert daemon.stop() == 0
+    db = sqlite3.connect(config.state.database)
+    try:
+        status, error = db.execute("SELECT status, error_message FROM jobs WHERE type = 'provision'").fetchone()
+    finally:
+        db.close()
+    assert (status, error) == ("failed", "interrupted: the reconciler stopped")
+    left = subprocess.run(["ip", "netns", "pids", containers.netns(200)], capture_output=True, text=True).stdout
+    assert left.split() == [], "the stopped step still runs"

@@ -22,9 +22,9 @@ def render(standing: Standing) -> str:
     doc: dict[str, object] = {"apiVersion": "reconciler/v1", "kind": "Status", **asdict(standing)}
     doc["phase"] = str(standing.phase)
     doc["setup"] = str(standing.setup) if standing.setup is not None else None
-    for key in ("problems", "output"):  # lists only where there is something to say
-        if doc[key]:
-            doc[key] = list(doc[key])
+    for key, items in (("problems", standing.problems), ("output", standing.output)):
+        if items:  # lists only where there is something to say
+            doc[key] = list(items)
         else:
             del doc[key]
     return HEADER.format(path=standing.request) + dump_yaml(doc)
