@@ -278,3 +278,29 @@ def test_the_lock_dies_with_a_killed_daemon(daemon: DaemonProcess) -> None:
     assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
     daemon.start()  # no stale lock to clear by hand
     assert daemon.stop() == 0
+
+
+def test_requests_not_applied_and_unhealthy_are_counted_apart_for_alerts() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from reconciler.daemon.metrics import Metrics
+    from reconciler.model.standing import Standing
+    from reconciler.model.vocab import Phase
+
+    metrics = Metrics()
+    metrics.standings(
+        {
+            "up": Standing("up", "r/up.yaml", Phase.READY, "", applied=True, healthy=True),
+            "creating": Standing("creating", "r/c.yaml", Phase.PROVISIONING, "", applied=False),
+            "broken": Standing("broken", "r/b.yaml", Phase.FAILED, "", applied=True, healthy=False),
+        }
+    )
+    values = {
+        (s.name, s.labels.get("phase")): s.value
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for s in family.samples
+    }
+    assert values[("reconciler_requests_unhealthy", None)] == 1
+    assert values[("reconciler_requests_not_applied", None)] == 1
+    assert values[("reconciler_requests", "Failed")] == 1
+    assert values[("reconciler_requests", "Ready")] == 1

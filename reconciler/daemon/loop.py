@@ -263,7 +263,7 @@ class Daemon:
         seconds = self.clock() - began
         self.metrics.cycles.labels("success").inc()
         self.metrics.cycle_seconds.observe(seconds)
-        self.metrics.phases(report.phases)
+        self.metrics.standings(report.statuses)
         self.metrics.backoff.set(runtime.runner.in_backoff())
         self.metrics.last_success.set(time.time())
         if report.revision:

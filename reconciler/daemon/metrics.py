@@ -3,8 +3,10 @@
 reconciler_cycles_total{result="success|error"}
 reconciler_cycle_duration_seconds (histogram)
 reconciler_requests{phase="Ready|Failed|..."}
+reconciler_requests_unhealthy (status healthy: false: setup or its health check failed)
+reconciler_requests_not_applied (status applied: false: the container is not, or not yet, as asked)
 reconciler_requests_in_backoff
-reconciler_jobs_total{type="create|start|find-address|validate", result="succeeded|failed"}
+reconciler_jobs_total{type="create|start|find-address|provision|validate", result="succeeded|failed"}
 reconciler_job_duration_seconds{type} (histogram)
 reconciler_proxmox_requests_total{method, status}
 reconciler_git_failures_total{operation="fetch|commit|push|read history"}
@@ -26,6 +28,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from reconciler import __version__
+from reconciler.model.standing import Standing
 from reconciler.model.vocab import JobType, Phase
 
 CYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -43,6 +46,16 @@ class Metrics:
         )
         self.requests = Gauge(
             "reconciler_requests", "Request files by phase after the last cycle.", ["phase"], registry=r
+        )
+        self.unhealthy = Gauge(
+            "reconciler_requests_unhealthy",
+            "Requests whose setup or health check failed (status healthy: false).",
+            registry=r,
+        )
+        self.not_applied = Gauge(
+            "reconciler_requests_not_applied",
+            "Requests whose container is not (yet) as asked (status applied: false).",
+            registry=r,
         )
         self.backoff = Gauge(
             "reconciler_requests_in_backoff", "Failed requests waiting for their next try.", registry=r
@@ -100,9 +113,12 @@ class Metrics:
     def proxmox_request(self, method: str, status: str) -> None:
         self.proxmox.labels(method, status).inc()
 
-    def phases(self, counts: Mapping[str, int]) -> None:
+    def standings(self, statuses: Mapping[str, Standing]) -> None:
+        """Requests by phase, and how many are not applied or not healthy, after a pass."""
         for phase in Phase:
-            self.requests.labels(phase).set(counts.get(phase, 0))
+            self.requests.labels(phase).set(sum(1 for s in statuses.values() if s.phase == phase))
+        self.unhealthy.set(sum(1 for s in statuses.values() if s.healthy is False))
+        self.not_applied.set(sum(1 for s in statuses.values() if s.applied is False))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
