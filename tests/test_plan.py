@@ -227,6 +227,11 @@ def test_just_after_its_job_a_lagging_report_of_the_guest_is_not_acted_on() -> N
 SETUP = Setup((Step(StepName.APT_UPDATE, "refresh", "apt-get update"),))
 
 
+def setup_view(standing: Standing) -> tuple[object, ...]:
+    """What an operator alerts on: phase, applied, healthy and the setup state."""
+    return (standing.phase, standing.applied, standing.healthy, standing.setup)
+
+
 def with_setup(name: str, address: str = "192.168.50.20/24", setup: Setup = SETUP) -> Desired:
     return replace(desired(name, address), setup=setup)
 
@@ -236,24 +241,14 @@ def test_a_running_container_with_its_address_is_set_up_when_setup_is_on() -> No
     observed = Observed((guest(200, "a"),))
     assert plan([d], [], observed, RANGE, setup_on=True).actions == [Provision(d, 200, "pve1")]
     standing = plan([d], [], observed, RANGE, setup_on=True).standings["a"]
-    assert (standing.phase, standing.applied, standing.healthy, standing.setup) == (
-        Phase.PROVISIONING,
-        True,
-        None,
-        SetupState.RUNNING,
-    )
+    assert setup_view(standing) == (Phase.PROVISIONING, True, None, SetupState.RUNNING)
 
 
 def test_setup_off_leaves_the_container_created_only_and_says_so() -> None:
     result = plan([with_setup("a")], [], Observed((guest(200, "a"),)), RANGE)
     assert result.actions == []
     standing = result.standings["a"]
-    assert (standing.phase, standing.applied, standing.healthy, standing.setup) == (
-        Phase.READY,
-        True,
-        None,
-        SetupState.OFF,
-    )
+    assert setup_view(standing) == (Phase.READY, True, None, SetupState.OFF)
     assert standing.message.endswith("setup is off (provision.transport: off), 1 steps not run")
 
 
@@ -303,10 +298,5 @@ def test_a_failed_setup_is_held_back_until_its_backoff_ends() -> None:
     held_back = plan([d], [], observed, RANGE, setup_on=True, now=10.0)
     assert held_back.actions == []
     standing = held_back.standings["a"]
-    assert (standing.phase, standing.applied, standing.healthy, standing.setup) == (
-        Phase.FAILED,
-        True,
-        False,
-        SetupState.FAILED,
-    )
+    assert setup_view(standing) == (Phase.FAILED, True, False, SetupState.FAILED)
     assert plan([d], [], observed, RANGE, setup_on=True, now=31.0).actions == [Provision(d, 200, "pve1")]

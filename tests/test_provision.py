@@ -41,6 +41,15 @@ def job_log(runtime: Runtime, job_id: int) -> list[str]:
     return [line.message for line in runtime.store.logs(job_id)]
 
 
+def reconcile_once(config: Any, env: dict[str, str]) -> Any:
+    """`reconciler once` with this config: every pass until nothing it started still runs."""
+    runtime = open_runtime(config, env)
+    try:
+        return runtime.reconciler.once()
+    finally:
+        runtime.close()
+
+
 def job_log_of(runtime: Runtime, job_id: int | None) -> list[str]:
     """The log of a job, read after the runtime closed."""
     from reconciler.gateways.sqlite import JobStore
@@ -195,11 +204,7 @@ def test_a_step_that_hangs_is_killed_at_its_timeout_and_fails_its_request(
     provision = {"transport": "local", "local": {"pct": str(chroot_pct)}, "step_timeout": 10}
     operator.write("requests/hangs.yaml", request_yaml("hangs", network=static("192.168.50.221/24")))
     operator.push()
-    runtime = open_runtime(with_provision(config_path, provision), env)
-    try:
-        report = runtime.reconciler.once()
-    finally:
-        runtime.close()
+    report = reconcile_once(with_provision(config_path, provision), env)
 
     hangs = report.statuses["hangs"]
     assert hangs.phase == "Failed"
@@ -223,11 +228,7 @@ def test_docker_gets_keyctl_from_the_node_before_the_first_start_and_a_failing_e
         "requests/dock.yaml", request_yaml("dock", package_sets=["docker"], network=static("192.168.50.230/24"))
     )
     operator.push()
-    runtime = open_runtime(with_provision(config_path, chroot_sshd.provision()), env)
-    try:
-        report = runtime.reconciler.once()
-    finally:
-        runtime.close()
+    report = reconcile_once(with_provision(config_path, chroot_sshd.provision()), env)
 
     [post] = cluster.create_posts()
     assert b"start=0" in post[2] and b"features=nesting%3D1" in post[2]  # the token sets nesting only
@@ -260,11 +261,7 @@ def test_docker_over_ssh_as_a_user_that_cannot_set_keyctl_fails_and_says_how_to_
         "transport": "ssh",
         "ssh": {"user": "deploy", "key": str(tmp_path / "k"), "known_hosts": str(tmp_path / "kh")},
     }
-    runtime = open_runtime(with_provision(config_path, provision), env)
-    try:
-        report = runtime.reconciler.once()
-    finally:
-        runtime.close()
+    report = reconcile_once(with_provision(config_path, provision), env)
     dock = report.statuses["dock"]
     assert dock.phase == "Failed"
     assert dock.message == (
