@@ -132,9 +132,7 @@ class ProvisionConfig(Strict):
     transport: Transport = Transport.OFF
     ssh: SshConfig | None = None
     local: LocalConfig = LocalConfig()
-    step_timeout: float = Field(default=900.0, gt=0, description="seconds one step may take before it is killed")
-    network_timeout: float = Field(default=120.0, gt=0, description="s the first step waits for the network")
-    health_timeout: float = Field(default=60.0, gt=0, description="s the health path has to answer 2xx/3xx")
+    step_timeout: float = Field(default=900.0, ge=1, description="seconds one step may take before it is killed")
     parallel_per_node: int = Field(default=2, ge=1, le=16, description="setups at once on one node")
 
     @model_validator(mode="after")

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HostPct, NodeSshd
+from conftest import FORCED_COMMAND, HostPct, NodeSshd
 
 from reconciler.config import ProvisionConfig
 from reconciler.gateways.pct import Pct
 from reconciler.model.errors import SetupError
 
-ECHO = 'printf "%s\\n" "started" "$@"; cat; echo "to stderr" >&2; exit 3'
+ECHO = 'for word in started "$@"; do echo "$word"; done; cat; echo "to stderr" >&2; exit 3'
 
 
 def never() -> str | None:
@@ -54,7 +54,9 @@ def test_a_step_that_outlives_its_timeout_is_killed_and_says_so(pct: Pct) -> Non
     assert caught.value.temporary
 
 
-def test_a_stop_kills_the_running_command(pct: Pct, tmp_path: Path) -> None:
+def test_a_stop_ends_the_running_command_on_the_node_too(pct: Pct, tmp_path: Path) -> None:
+    # A step timeout far away: what ends the command is the stop, over SSH as well as here.
+    pct = Pct(pct.config.model_copy(update={"step_timeout": 600.0}))
     marker = tmp_path / "pid"
     stop_at = time.monotonic() + 1.0
 
@@ -64,10 +66,21 @@ def test_a_stop_kills_the_running_command(pct: Pct, tmp_path: Path) -> None:
     with pytest.raises(SetupError, match="interrupted: the reconciler stopped"):
         pct.exec("pve1", 200, ["sh", "-c", f"echo $$ > {marker}; exec sleep 60"], "", "setup step", print, abort)
     pid = int(marker.read_text())
-    deadline = time.monotonic() + 15  # over SSH the remote side sees its channel close, then `timeout` ends it
+    deadline = time.monotonic() + 15
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid), "the stopped command still runs"
+
+
+def test_a_command_that_never_stops_printing_is_still_stopped_at_its_timeout(pct: Pct) -> None:
+    began = time.monotonic()
+    with pytest.raises(SetupError, match="took longer than provision.step_timeout"):
+        pct.exec("pve1", 200, ["sh", "-c", "while :; do echo tick; sleep 0.05; done"], "", "chatty", _drop, never)
+    assert time.monotonic() - began < 20
+
+
+def _drop(line: str) -> None:
+    pass
 
 
 def _alive(pid: int) -> bool:
@@ -120,3 +133,14 @@ def test_pct_and_ssh_get_none_of_the_daemons_secrets(pct: Pct, monkeypatch: pyte
     pct.exec("pve1", 200, ["sh", "-c", "env"], "", "step", lines.append, never)
     assert not any("very-secret-token-value" in line for line in lines)
     assert "very-secret-token-value" not in " ".join(pct.argv("pve1", ["exec", "200", "--", "true"]))
+
+
+def test_the_forced_command_can_be_held_to_the_reconcilers_vmid_range(host_pct: HostPct) -> None:
+    def run(command: str) -> int:
+        env = {"PATH": os.environ["PATH"], "SSH_ORIGINAL_COMMAND": command, "RECONCILER_PCT": str(host_pct.path)}
+        return subprocess.run([str(FORCED_COMMAND), "200", "299"], env=env, capture_output=True).returncode
+
+    assert run("pct exec 150 -- true") == 126
+    assert run("pct set 300 --features nesting=1,keyctl=1") == 126
+    assert run("pct exec 250 -- true") == 0
+    assert host_pct.calls() == [["exec", "250", "--", "true"]]

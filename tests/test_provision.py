@@ -303,3 +303,17 @@ def test_sigterm_stops_a_running_setup_which_is_recorded_as_interrupted(
     assert (status, error) == ("failed", "interrupted: the reconciler stopped")
     left = subprocess.run(["ip", "netns", "pids", containers.netns(200)], capture_output=True, text=True).stdout
     assert left.split() == [], "the stopped step still runs"
+
+
+def test_a_package_install_cut_short_earlier_is_mended_by_the_next_setup(
+    operator: OperatorClone, config_path: Path, env: dict[str, str], chroot_pct: Path, containers: Any
+) -> None:
+    # What a step killed in the middle of dpkg leaves behind: a journal dpkg has not yet worked through.
+    updates = containers.root(200) / "var/lib/dpkg/updates"
+    (updates / "0000").write_text("")
+    operator.write("requests/mended.yaml", request_yaml("mended", network=static("192.168.50.241/24")))
+    operator.push()
+    report = reconcile_once(with_provision(config_path, {"transport": "local", "local": {"pct": str(chroot_pct)}}), env)
+    mended = report.statuses["mended"]
+    assert (mended.phase, mended.healthy) == ("Ready", True), mended
+    assert list(updates.iterdir()) == []

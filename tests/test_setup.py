@@ -115,3 +115,9 @@ def test_the_digest_changes_with_what_setup_would_do_and_only_then() -> None:
 def test_every_shipped_script_is_valid_posix_shell(body: str) -> None:
     result = subprocess.run(["sh", "-n"], input=script(body), text=True, capture_output=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("health", ["/~status", "/a%20b", "/x/y-z_1.html"])
+def test_every_health_path_the_request_format_allows_is_carried(health: str) -> None:
+    d = desired(profile="web-app", service={"domain": "app.example.com", "health": health})
+    assert args(d, S.CHECK_HEALTH)[1] == health

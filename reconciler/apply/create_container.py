@@ -18,7 +18,9 @@ def create_container(action: CreateContainer, job: JobContext) -> str:
     features = d.setup.node_features if job.tools.pct is not None else ()
     start = d.container.start
     params = body(d, vmid, start=start and not features)
-    # Recorded before the call, so that a crash mid-create is recognised after a restart, not repeated.
+    # Recorded before the call, so that a crash mid-create is recognised after a restart, not repeated; a setup
+    # recorded for an earlier container of the request (maybe with this very VMID) is not this one's.
+    job.store.forget_setup(d.name)
     job.store.hold(d.name, ResourceKind.LXC, str(vmid), node, ResourceState.CREATING, job.job_id)
     job.task("create", node, lambda: job.pve.create_lxc(node, params))
     job.store.hold(d.name, ResourceKind.LXC, str(vmid), node, ResourceState.CREATED, job.job_id)

@@ -26,7 +26,9 @@ DOCKER_SET = "docker"
 NODE_EXPORTER_SET = "node-exporter"
 DOCKER_FEATURES = ("nesting=1", "keyctl=1")  # what Docker in an unprivileged container needs; root@pam only
 _TOKEN = re.compile(r"\{\{(\w+)\}\}")
-_CONF_SAFE = re.compile(r"^[A-Za-z0-9._/:-]+$")
+# What a request may put in a web server's configuration: DNS names, labels, and health paths as the request
+# format allows them (service.health); nothing that quotes, ends a directive or names a variable.
+_CONF_SAFE = re.compile(r"^[A-Za-z0-9._/:~%-]+$")
 
 
 @functools.cache

@@ -202,8 +202,11 @@ def validate(
             problems = parsed
         else:
             problems = check_profile(parsed, profiles) + (check_site(parsed, site) if site else [])
-        if problems or isinstance(parsed, list):
-            invalid.append(Invalid(file.name, file.path, file.revision, tuple(sorted(set(problems)))))
-            continue
-        valid.append(_resolve(parsed, profiles[parsed.profile], site, file))
+        if not problems and not isinstance(parsed, list):
+            try:
+                valid.append(_resolve(parsed, profiles[parsed.profile], site, file))
+                continue
+            except ValueError as exc:  # a value its setup cannot carry: this request is refused, never the pass
+                problems = [Problem("", f"cannot build its setup: {exc}")]
+        invalid.append(Invalid(file.name, file.path, file.revision, tuple(sorted(set(problems)))))
     return valid, sorted(invalid, key=lambda i: i.name)

@@ -9,6 +9,7 @@ prints is handed on as it comes; a command that outlives its timeout, or a stop,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -29,8 +30,22 @@ TAIL = 15  # lines of output kept for the status file
 KILL_GRACE = 10  # seconds `timeout` in the container waits after TERM before KILL
 SSH_FAILED = 255  # OpenSSH's exit status for its own failures
 
+PID_FILE = "/run/reconciler-setup.pid"
+RECORD_PID = f'{{ echo $$ >{PID_FILE}; }} 2>/dev/null; exec "$@"'  # $0 is the limit, unused
+KILL_RECORDED = f'[ -f {PID_FILE} ] && kill -TERM "$(cat {PID_FILE})" 2>/dev/null; rm -f {PID_FILE}; true'
+TIMED_OUT = (124, 137)  # `timeout`: TERM ended the command; KILL did, when it ignored TERM
+
 OnLine = Callable[[str], None]
 Abort = Callable[[], str | None]
+
+
+def _ignore(line: str) -> None:
+    pass
+
+
+def _never() -> str | None:
+    return None
+
 
 # What OpenSSH's client says when it, not the remote command, failed; and whether trying again can help.
 _SSH_ERRORS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
@@ -82,10 +97,23 @@ class Pct:
     def exec(
         self, node: str, vmid: int, command: Sequence[str], stdin: str, step: str, on_line: OnLine, abort: Abort
     ) -> Outcome:
-        """Run command inside the container with stdin; killed (in the container too) after the step timeout."""
-        limit = int(self.config.step_timeout)
-        bounded = ["timeout", "-k", str(KILL_GRACE), str(limit), *command]
-        return self._run(node, ["exec", str(vmid), "--", *bounded], stdin, step, on_line, abort)
+        """Run command inside the container with stdin; killed, in the container too, after the step timeout
+        or when abort() gives a reason."""
+        limit = f"{self.config.step_timeout:g}"
+        # The command's `timeout` records its pid, so a stop can end it in the container: closing an SSH
+        # session ends nothing on the other side. `timeout` leads its own process group, which it signals whole.
+        bounded = ["sh", "-c", RECORD_PID, limit, "timeout", "-k", str(KILL_GRACE), limit, *command]
+        try:
+            return self._run(node, ["exec", str(vmid), "--", *bounded], stdin, step, on_line, abort, timed=True)
+        except SetupError:
+            self._end_in_container(node, vmid)
+            raise
+
+    def _end_in_container(self, node: str, vmid: int) -> None:
+        """Stop the step still running in the container, after a stop or a lost connection (best effort)."""
+        ended = self.config.model_copy(update={"step_timeout": 30.0})
+        with contextlib.suppress(SetupError):  # the node cannot be reached: the step's own timeout ends it there
+            Pct(ended)._run(node, ["exec", str(vmid), "--", "sh", "-c", KILL_RECORDED], "", "stop", _ignore, _never)
 
     def set(self, node: str, vmid: int, options: Sequence[str], step: str, on_line: OnLine, abort: Abort) -> Outcome:
         """`pct set VMID OPTIONS...` on the node."""
@@ -95,6 +123,10 @@ class Pct:
         """The local command line for a pct call on node."""
         if self.ssh is None:
             return [self.config.local.pct, *pct_args]
+        if any("\\" in word for word in pct_args):
+            # The forced command splits words with Perl's shellwords, which reads a backslash differently from
+            # sh; no argument the reconciler makes holds one, and none may.
+            raise SetupError("run pct", "an argument holds a backslash, which cannot pass the node's forced command")
         ssh = self.ssh
         remote = (["sudo", "-n"] if ssh.sudo else []) + ["pct", *pct_args]
         options = {
@@ -124,7 +156,16 @@ class Pct:
         # OpenSSH joins the remote words with spaces for the node's shell: each is quoted to stay one word.
         return ["ssh", "-F", "/dev/null", "-T", *flags, *target, "--", shlex.join(remote)]
 
-    def _run(self, node: str, pct_args: Sequence[str], stdin: str, step: str, on_line: OnLine, abort: Abort) -> Outcome:
+    def _run(
+        self,
+        node: str,
+        pct_args: Sequence[str],
+        stdin: str,
+        step: str,
+        on_line: OnLine,
+        abort: Abort,
+        timed: bool = False,
+    ) -> Outcome:
         argv = self.argv(node, pct_args)
         # Only what the client needs: never the daemon's secrets.
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8"}
@@ -143,35 +184,41 @@ class Pct:
         threading.Thread(target=_feed, args=(proc, stdin), daemon=True).start()
         threading.Thread(target=_read, args=(proc, lines), daemon=True).start()
         tail: deque[str] = deque(maxlen=TAIL)
-        deadline = time.monotonic() + self.config.step_timeout + KILL_GRACE + 5
+        began = time.monotonic()
+        deadline = began + self.config.step_timeout + KILL_GRACE + 5
         stopped: str | None = None
+        eof = False
         ended: float | None = None
         while True:
             try:
-                line = lines.get(timeout=0.2)
+                line = lines.get(timeout=0.2) if not eof else lines.get_nowait()
             except queue.Empty:
-                if proc.poll() is not None:
-                    # A daemon the command started may hold its output open: the command's end is the end.
-                    ended = ended or time.monotonic()
-                    if time.monotonic() - ended > 2:
-                        break
-                stopped = abort() or (
-                    f"took longer than provision.step_timeout ({self.config.step_timeout:g} s); it was killed"
-                    if time.monotonic() > deadline
-                    else None
-                )
-                if stopped is not None:
-                    _kill(proc)
+                if eof:
+                    time.sleep(0.1)
+            else:
+                if line is None:
+                    eof = True
+                else:
+                    tail.append(line)
+                    on_line(line)
+            if proc.poll() is not None:
+                # A daemon the command started may hold its output open: the command's end is the end.
+                ended = ended or time.monotonic()
+                if eof or time.monotonic() - ended > 2:
                     break
-                continue
-            if line is None:
+            # Checked after every line too: a command that never stops printing is still bounded.
+            stopped = abort() or (
+                f"took longer than provision.step_timeout ({self.config.step_timeout:g} s); it was killed"
+                if time.monotonic() > deadline
+                else None
+            )
+            if stopped is not None:
+                _kill(proc)
                 break
-            tail.append(line)
-            on_line(line)
         status = proc.wait()
         if stopped is not None:
             raise SetupError(step, stopped, tuple(tail))
-        if status == 124 and pct_args[0] == "exec":  # `timeout` in the container ended the command
+        if timed and status in TIMED_OUT and time.monotonic() - began >= self.config.step_timeout:
             limit = f"{self.config.step_timeout:g}"
             raise SetupError(step, f"took longer than provision.step_timeout ({limit} s); it was killed", tuple(tail))
         if status == SSH_FAILED and self.ssh is not None:

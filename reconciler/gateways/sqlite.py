@@ -330,6 +330,11 @@ class JobStore:
                 (request, vmid, digest, job_id, now()),
             )
 
+    def forget_setup(self, request: str) -> None:
+        """A new container for the request: whatever ran in an earlier one does not count for it."""
+        with self._tx() as db:
+            db.execute("DELETE FROM setups WHERE request=?", (request,))
+
     def setups(self) -> dict[str, SetupRecord]:
         """Request -> the last setup that succeeded in its container."""
         with self._lock:

@@ -1,17 +1,31 @@
 # apache-site NAME SITE_BASE64: write the request's Apache site, check it with apachectl configtest, then reload.
 conf="/etc/apache2/sites-available/reconciler-$1.conf"
-changed=no
+# What Apache last reloaded with: a step cut short between writing the site and the reload still reloads next time.
+applied="/var/lib/reconciler/apache-$1.applied"
 mkdir -p /var/lib/reconciler
 [ -f /var/lib/reconciler/health.txt ] || echo ok >/var/lib/reconciler/health.txt
 [ -f "$conf" ] && cp -p "$conf" "$conf.previous"
-if put "$conf" "$2"; then changed=yes; fi
-if [ ! -e "/etc/apache2/sites-enabled/reconciler-$1.conf" ]; then a2ensite -q "reconciler-$1" >/dev/null; changed=yes; fi
+put "$conf" "$2" || true
+[ -e "/etc/apache2/sites-enabled/reconciler-$1.conf" ] || a2ensite -q "reconciler-$1" >/dev/null
 # Debian's stock site comes first and would answer requests meant for this one.
-if [ -e /etc/apache2/sites-enabled/000-default.conf ]; then a2dissite -q 000-default >/dev/null; changed=yes; fi
+stock=no
+if [ -e /etc/apache2/sites-enabled/000-default.conf ]; then
+    a2dissite -q 000-default >/dev/null
+    stock=yes
+fi
 if ! apachectl configtest 2>&1; then
-    if [ -f "$conf.previous" ]; then mv -f "$conf.previous" "$conf"; else a2dissite -q "reconciler-$1" >/dev/null || true; rm -f "$conf"; fi
-    echo "apachectl configtest refused the site; the previous configuration was kept"
+    if [ -f "$conf.previous" ]; then
+        mv -f "$conf.previous" "$conf"
+    else
+        a2dissite -q "reconciler-$1" >/dev/null || true
+        rm -f "$conf"
+    fi
+    [ "$stock" = no ] || a2ensite -q 000-default >/dev/null
+    echo "apachectl configtest refused the site; the previous configuration was put back"
     exit 1
 fi
 rm -f "$conf.previous"
+changed=yes
+cmp -s "$conf" "$applied" && changed=no
 apply_service apache2 "$changed"
+cp "$conf" "$applied"

@@ -1,4 +1,6 @@
 # install-packages PACKAGE...: install what is missing, without recommends or prompts; keep existing config files.
+# A step killed halfway through an install leaves dpkg interrupted; finishing its work first mends that.
+dpkg --configure -a
 missing=""
 for package in "$@"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q ' installed$'; then
@@ -10,5 +12,5 @@ if [ -z "$missing" ]; then
     exit 0
 fi
 echo "installing:$missing"
-apt-get -q -y --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    install "$@"
+apt-get -q -y --no-install-recommends -o DPkg::Lock::Timeout=120 \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install "$@"

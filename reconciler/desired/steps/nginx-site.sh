@@ -1,16 +1,26 @@
 # nginx-site NAME SITE_BASE64: write the request's nginx site, check it with nginx -t, then reload nginx.
 conf="/etc/nginx/sites-available/reconciler-$1.conf"
 link="/etc/nginx/sites-enabled/reconciler-$1.conf"
-changed=no
+# What nginx last reloaded with: a step cut short between writing the site and the reload still reloads next time.
+applied="/var/lib/reconciler/nginx-$1.applied"
+mkdir -p /var/lib/reconciler
 [ -f "$conf" ] && cp -p "$conf" "$conf.previous"
-if put "$conf" "$2"; then changed=yes; fi
-if [ ! -L "$link" ]; then ln -sfn "$conf" "$link"; changed=yes; fi
+put "$conf" "$2" || true
+[ -L "$link" ] || ln -sfn "$conf" "$link"
 # Debian's stock site is also a default_server: it would answer requests meant for this one.
-if [ -e /etc/nginx/sites-enabled/default ]; then rm -f /etc/nginx/sites-enabled/default; changed=yes; fi
+stock=no
+if [ -e /etc/nginx/sites-enabled/default ]; then
+    rm -f /etc/nginx/sites-enabled/default
+    stock=yes
+fi
 if ! nginx -t 2>&1; then
     if [ -f "$conf.previous" ]; then mv -f "$conf.previous" "$conf"; else rm -f "$conf" "$link"; fi
-    echo "nginx -t refused the site; the previous configuration was kept"
+    [ "$stock" = no ] || ln -s /etc/nginx/sites-available/default /etc/nginx/sites-enabled/default
+    echo "nginx -t refused the site; the previous configuration was put back"
     exit 1
 fi
 rm -f "$conf.previous"
+changed=yes
+cmp -s "$conf" "$applied" && changed=no
 apply_service nginx "$changed"
+cp "$conf" "$applied"
