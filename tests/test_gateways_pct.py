@@ -74,7 +74,7 @@ def test_a_stop_ends_the_running_command_on_the_node_too(pct: Pct, tmp_path: Pat
 
 def test_a_command_that_never_stops_printing_is_still_stopped_at_its_timeout(pct: Pct) -> None:
     began = time.monotonic()
-    with pytest.raises(SetupError, match="took longer than provision.step_timeout"):
+    with pytest.raises(SetupError, match=r"took longer than provision\.step_timeout"):
         pct.exec("pve1", 200, ["sh", "-c", "while :; do echo tick; sleep 0.05; done"], "", "chatty", _drop, never)
     assert time.monotonic() - began < 20
 

@@ -317,3 +317,25 @@ def test_a_package_install_cut_short_earlier_is_mended_by_the_next_setup(
     mended = report.statuses["mended"]
     assert (mended.phase, mended.healthy) == ("Ready", True), mended
     assert list(updates.iterdir()) == []
+
+
+def test_apache_serves_the_site_of_a_request_that_chooses_it(
+    operator: OperatorClone, config_path: Path, env: dict[str, str], chroot_pct: Path, containers: Any
+) -> None:
+    operator.write(
+        "requests/site.yaml",
+        request_yaml(
+            "site",
+            profile="web-app",
+            web_server="apache",
+            network=static("192.168.50.242/24"),
+            service={"domain": "site.example.com", "port": 8081, "health": "/healthz"},
+        ),
+    )
+    operator.push()
+    report = reconcile_once(with_provision(config_path, {"transport": "local", "local": {"pct": str(chroot_pct)}}), env)
+    site = report.statuses["site"]
+    assert (site.phase, site.healthy) == ("Ready", True), site
+    assert in_container(containers, 200, "apachectl", "configtest").returncode == 0
+    assert "<h1>site.example.com</h1>" in in_container(containers, 200, "curl", "-fsS", "http://127.0.0.1:8081/").stdout
+    assert not (containers.root(200) / "etc/apache2/sites-enabled/000-default.conf").exists()

@@ -54,6 +54,7 @@ class ActionBase:
         d = self.desired
         failed = failure is not None and self.failure_phase == Phase.FAILED
         shown = not (self.creates and failure is not None)  # a failed create made nothing to point at
+        setup = self.setup_state(failure is not None)
         return Standing(
             d.name,
             d.path,
@@ -65,8 +66,8 @@ class ActionBase:
             self.address,
             job=job,
             applied=self.applied,
-            healthy=False if failed and self.job_type == JobType.PROVISION else None,
-            setup=self.setup_state(failure is not None),
+            healthy=False if setup == SetupState.FAILED else None,  # setup, its health check included, failed
+            setup=setup,
             output=output if failed else (),
         )
 
@@ -76,6 +77,7 @@ class ActionBase:
         return str(self.desired.static_ip) if self.desired.static_ip is not None else None
 
     def setup_state(self, failed: bool) -> SetupState | None:
+        """Where setup stands while this action is to do, or after it failed; None before setup's turn."""
         return None
 
     def details(self) -> dict[str, object]:
