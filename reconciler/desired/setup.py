@@ -42,6 +42,7 @@ def render(name: str, values: Mapping[str, str]) -> str:
     return _TOKEN.sub(lambda m: values[m.group(1)], template(name))
 
 
+@functools.cache
 def script(body: str) -> str:
     """A step's whole script: the shared prelude, then the body as a function whose stdin is /dev/null.
 
@@ -108,7 +109,27 @@ def build_setup(
     sets = list(dict.fromkeys([*package_sets, *([web_server] if web_server in WEB_SERVERS else [])]))
     if monitoring and NODE_EXPORTER_SET not in sets:
         sets.append(NODE_EXPORTER_SET)
-    names = list(dict.fromkeys(p for s in sets for p in packages[s]))
+    names = tuple(dict.fromkeys(p for s in sets for p in packages[s]))
+    return _steps(
+        name, path, hostname, description, tuple(actions), tuple(sets), names, web_server, domain, port, health
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _steps(
+    name: str,
+    path: str,
+    hostname: str,
+    description: str,
+    actions: tuple[str, ...],
+    sets: tuple[str, ...],
+    names: tuple[str, ...],
+    web_server: str,
+    domain: str | None,
+    port: int | None,
+    health: str | None,
+) -> Setup:
+    # Cached: every pass resolves every request again, and nearly all are unchanged.
     docker = DOCKER_SET in sets
     docroot = f"/var/www/{name}"
     steps = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 from reconciler.model.vocab import StepName
 
@@ -30,7 +31,7 @@ class Setup:
     # Set on the container by the node (`pct set --features`) before its first start: only root@pam may.
     node_features: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """Changes whenever anything a step would do changes: then setup runs again."""
         h = hashlib.sha256()

@@ -18,7 +18,9 @@ MARK = b"# Written by reconciler"
 HEADER = "# Written by reconciler for {path}; the next cycle overwrites edits.\n"
 
 
+@functools.lru_cache(maxsize=8192)
 def render(standing: Standing) -> str:
+    """The status file's text (cached: a pass renders every status, and most are unchanged)."""
     doc: dict[str, object] = {"apiVersion": "reconciler/v1", "kind": "Status", **asdict(standing)}
     doc["phase"] = str(standing.phase)
     doc["setup"] = str(standing.setup) if standing.setup is not None else None
