@@ -1,6 +1,6 @@
 # apache-site NAME SITE_BASE64: write the request's Apache site, check it with apachectl configtest, then reload.
 conf="/etc/apache2/sites-available/reconciler-$1.conf"
-# What Apache last reloaded with: a step cut short between writing the site and the reload still reloads next time.
+# What Apache last loaded (see reload_site).
 applied="/var/lib/reconciler/apache-$1.applied"
 mkdir -p /var/lib/reconciler
 [ -f /var/lib/reconciler/health.txt ] || echo ok >/var/lib/reconciler/health.txt
@@ -25,7 +25,4 @@ if ! apachectl configtest 2>&1; then
     exit 1
 fi
 rm -f "$conf.previous"
-changed=yes
-cmp -s "$conf" "$applied" && changed=no
-apply_service apache2 "$changed"
-cp "$conf" "$applied"
+reload_site apache2 "$conf" "$applied"

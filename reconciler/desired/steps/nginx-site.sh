@@ -1,7 +1,7 @@
 # nginx-site NAME SITE_BASE64: write the request's nginx site, check it with nginx -t, then reload nginx.
 conf="/etc/nginx/sites-available/reconciler-$1.conf"
 link="/etc/nginx/sites-enabled/reconciler-$1.conf"
-# What nginx last reloaded with: a step cut short between writing the site and the reload still reloads next time.
+# What nginx last loaded (see reload_site).
 applied="/var/lib/reconciler/nginx-$1.applied"
 mkdir -p /var/lib/reconciler
 [ -f "$conf" ] && cp -p "$conf" "$conf.previous"
@@ -20,7 +20,4 @@ if ! nginx -t 2>&1; then
     exit 1
 fi
 rm -f "$conf.previous"
-changed=yes
-cmp -s "$conf" "$applied" && changed=no
-apply_service nginx "$changed"
-cp "$conf" "$applied"
+reload_site nginx "$conf" "$applied"

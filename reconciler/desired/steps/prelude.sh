@@ -31,3 +31,12 @@ apply_service() {
         echo "$1 already running with this configuration"
     fi
 }
+
+# reload_site UNIT CONF APPLIED: reload UNIT unless it already runs with CONF; APPLIED keeps what it last loaded,
+# so a step cut short between writing a site and the reload still reloads the next time.
+reload_site() {
+    changed=yes
+    cmp -s "$2" "$3" && changed=no
+    apply_service "$1" "$changed"
+    cp "$2" "$3"
+}
