@@ -213,8 +213,8 @@ def test_a_migration_that_fails_halfway_leaves_the_file_as_it_was(old_file: Path
 def test_a_migration_failing_after_it_dropped_the_old_table_is_rolled_back_whole(
     old_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Migration 2 as it is, then one more statement that fails: the new table is made, the rows copied and
-    # created_resources dropped before the error.
+    # Every migration as it is, then one more statement after the last that fails: by then migration 2 has made
+    # the inventory, copied the rows and dropped created_resources.
     failing = (*MIGRATIONS[:-1], MIGRATIONS[-1] + "\nSELECT no_such_function();\n")
     monkeypatch.setattr(gateway, "MIGRATIONS", failing)
     before = dump(old_file)

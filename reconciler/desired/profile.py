@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
-from reconciler.desired.setup import NODE_EXPORTER_SET
+from reconciler.desired.setup import NODE_EXPORTER_SET, WEB_SERVERS
 from reconciler.model.errors import ConfigError
 from reconciler.parse import from_validation_error, load_yaml
 
@@ -56,7 +56,7 @@ class Profile(BaseModel):
         """The web servers a request may choose: none, or both with the profile's default first."""
         if self.default_web_server == "none":
             return ()
-        return tuple(dict.fromkeys([self.default_web_server, "nginx", "apache"]))
+        return tuple(dict.fromkeys([self.default_web_server, *WEB_SERVERS]))
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:

@@ -178,7 +178,7 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
             actions=list(profile.post_create_actions),
             package_sets=[*profile.package_sets, *request.package_sets],
             packages=profile.packages,
-            web_server=request.web_server or (profile.web_servers or ("none",))[0],
+            web_server=request.web_server or profile.default_web_server,
             monitoring=monitoring,
             domain=service.domain if service else None,
             port=port,

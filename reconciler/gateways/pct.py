@@ -84,7 +84,6 @@ class Pct:
         if config.transport == Transport.OFF:
             raise ValueError("provision.transport is off")
         self.config = config
-        self.transport = config.transport
         self.ssh: SshConfig | None = config.ssh if config.transport == Transport.SSH else None
 
     @property
@@ -103,14 +102,13 @@ class Pct:
         # The command's `timeout` records its pid, so a stop can end it in the container: closing an SSH
         # session ends nothing on the other side. `timeout` leads its own process group, which it signals whole.
         bounded = ["sh", "-c", RECORD_PID, limit, "timeout", "-k", str(KILL_GRACE), limit, *command]
-        try:
-            return self._run(node, ["exec", str(vmid), "--", *bounded], stdin, step, on_line, abort, timed=True)
-        except SetupError:
-            self._end_in_container(node, vmid)
-            raise
+        pct_args = ["exec", str(vmid), "--", *bounded]
+        return self._run(
+            node, pct_args, stdin, step, on_line, abort, on_kill=lambda: self._end_in_container(node, vmid)
+        )
 
     def _end_in_container(self, node: str, vmid: int) -> None:
-        """Stop the step still running in the container, after a stop or a lost connection (best effort)."""
+        """Stop the step still running in the container after the local command was killed (best effort)."""
         ended = self.config.model_copy(update={"step_timeout": 30.0})
         with contextlib.suppress(SetupError):  # the node cannot be reached: the step's own timeout ends it there
             Pct(ended)._run(node, ["exec", str(vmid), "--", "sh", "-c", KILL_RECORDED], "", "stop", _ignore, _never)
@@ -164,8 +162,9 @@ class Pct:
         step: str,
         on_line: OnLine,
         abort: Abort,
-        timed: bool = False,
+        on_kill: Callable[[], None] | None = None,
     ) -> Outcome:
+        """Run pct with stdin, handing on each line; on_kill (given for a timed `exec`) follows a kill here."""
         argv = self.argv(node, pct_args)
         # Only what the client needs: never the daemon's secrets.
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C.UTF-8"}
@@ -184,6 +183,7 @@ class Pct:
         threading.Thread(target=_feed, args=(proc, stdin), daemon=True).start()
         threading.Thread(target=_read, args=(proc, lines), daemon=True).start()
         tail: deque[str] = deque(maxlen=TAIL)
+        overdue = f"took longer than provision.step_timeout ({self.config.step_timeout:g} s); it was killed"
         began = time.monotonic()
         deadline = began + self.config.step_timeout + KILL_GRACE + 5
         stopped: str | None = None
@@ -207,20 +207,17 @@ class Pct:
                 if eof or time.monotonic() - ended > 2:
                     break
             # Checked after every line too: a command that never stops printing is still bounded.
-            stopped = abort() or (
-                f"took longer than provision.step_timeout ({self.config.step_timeout:g} s); it was killed"
-                if time.monotonic() > deadline
-                else None
-            )
+            stopped = abort() or (overdue if time.monotonic() > deadline else None)
             if stopped is not None:
                 _kill(proc)
                 break
         status = proc.wait()
         if stopped is not None:
+            if on_kill is not None:
+                on_kill()
             raise SetupError(step, stopped, tuple(tail))
-        if timed and status in TIMED_OUT and time.monotonic() - began >= self.config.step_timeout:
-            limit = f"{self.config.step_timeout:g}"
-            raise SetupError(step, f"took longer than provision.step_timeout ({limit} s); it was killed", tuple(tail))
+        if on_kill is not None and status in TIMED_OUT and time.monotonic() - began >= self.config.step_timeout:
+            raise SetupError(step, overdue, tuple(tail))
         if status == SSH_FAILED and self.ssh is not None:
             self._ssh_failure(node, step, tuple(tail))
         return Outcome(status, tuple(tail))
