@@ -47,9 +47,10 @@ class ProxmoxError(ReconcilerError):
 class StateError(ReconcilerError):
     """The job database cannot be used as it is (e.g. it was written by a newer release)."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, temporary: bool = False) -> None:
         self.path = path
         self.reason = reason
+        self.temporary = temporary  # a database locked by another process may be free later
         super().__init__(f"{path}: {reason}")
 
 

@@ -32,6 +32,43 @@ class Guest:
 
 
 @dataclass(frozen=True)
+class GuestConfig:
+    """A container's config as GET /nodes/{node}/lxc/{vmid}/config returns it: every value as text, and the
+    digest an update sends back so that a guest changed meanwhile is refused."""
+
+    vmid: int
+    node: str
+    values: Mapping[str, str]
+    digest: str
+
+    def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A call about to change Proxmox, recorded before it is made: after a crash its outcome is unknown
+    until the cluster is looked at."""
+
+    id: int
+    request: str
+    vmid: int
+    node: str
+    action: str  # the job type: create, update, resize, migrate, stop, destroy, adopt
+    job_id: int | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The values of the owned fields the reconciler last wrote to a request's guest (field -> normal form):
+    a field that still reads so but differs from the request was edited in Git, not by hand."""
+
+    vmid: int
+    fields: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Interface:
     name: str
     ipv4: tuple[str, ...]
