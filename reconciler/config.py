@@ -103,6 +103,10 @@ class ProxmoxConfig(Strict):
     # /cluster/resources reports power states from statistics that lag behind; after a job succeeds, the
     # state it made is trusted over a contrary report for this long.
     status_lag: float = Field(default=15.0, ge=0, description="seconds")
+    shutdown_timeout: float = Field(default=60.0, ge=1, description="s a clean shutdown may take before a hard stop")
+    # Drift shows only in a guest's config, one call per guest: each is read again after this long (and after
+    # any job on it), so a pass over thousands of guests stays quick.
+    config_refresh: float = Field(default=300.0, ge=0, description="seconds")
 
 
 class SshConfig(Strict):
@@ -207,6 +211,16 @@ class SiteConfig(Strict):
 
 class StateConfig(Strict):
     database: Path
+    busy_timeout: float = Field(default=30.0, gt=0, description="s to wait for a database another process holds")
+
+
+class GuardConfig(Strict):
+    """The mass-change guard: a pass may destroy, stop or orphan at most this share of the owned guests."""
+
+    max_share: float = Field(default=0.5, ge=0, le=1)
+    confirm_file: str = Field(
+        default="reconciler-confirm.yaml", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*\.ya?ml$", description="in the repo"
+    )
 
 
 class HttpConfig(Strict):
@@ -249,6 +263,7 @@ class Config(Strict):
     http: HttpConfig = HttpConfig()
     daemon: DaemonConfig = DaemonConfig()
     provision: ProvisionConfig = ProvisionConfig()
+    guard: GuardConfig = GuardConfig()
     # Where the profiles live; the ones shipped with the reconciler when omitted.
     profiles: Path | None = None
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from reconciler.apply.context import Tools
+from reconciler.apply.intents import resolve_intents
 from reconciler.apply.runner import Runner
 from reconciler.config import Config
 from reconciler.desired.profile import Profile
@@ -27,9 +28,11 @@ from reconciler.model.desired import Desired, RequestFile
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Observed
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import JobType, Phase
-from reconciler.observe import foreign_addresses, observe
+from reconciler.model.vocab import GuestState, JobType, Phase
+from reconciler.observe import ConfigCache, foreign_addresses, observe
+from reconciler.parse import load_yaml
 from reconciler.plan import Plan, needs_foreign_addresses, plan
+from reconciler.plan.guard import Guard
 from reconciler.report import caddy, status
 from reconciler.report.files import GeneratedPaths, changes
 
@@ -45,6 +48,18 @@ class Source:
     requests: list[RequestFile]
     caddy: dict[str, bytes]
     status: dict[str, bytes]
+    requests_revision: str | None = None  # the last commit that changed requests/
+    confirmed: str | None = None  # the revision the confirm file names
+
+    @property
+    def previous(self) -> dict[str, Standing]:
+        """The statuses the last pass wrote, by request."""
+        out = {}
+        for text in self.status.values():
+            parsed = status.parse(text)
+            if parsed is not None:
+                out[parsed.name] = parsed
+        return out
 
 
 @dataclass(frozen=True)
@@ -95,10 +110,11 @@ class Reconciler:
         self.store = store
         self.checkout = checkout
         self.runner = runner
-        self.tools = Tools(pve, config.proxmox, pct)
-        self.paths = GeneratedPaths(config.paths)
         vmids = config.site.vmid_range
         self.vmids = range(vmids.low, vmids.high + 1)
+        self.tools = Tools(pve, config.proxmox, pct, self.vmids)
+        self.paths = GeneratedPaths(config.paths)
+        self.configs = ConfigCache(refresh=config.proxmox.config_refresh)
 
     def close(self) -> None:
         self.checkout.repo.close()
@@ -113,13 +129,21 @@ class Reconciler:
             RequestFile(path, path.rsplit("/", 1)[-1].rsplit(".", 1)[0], text, revisions.get(path))
             for path, text in sorted(texts.items())
         ]
-        return Source(revision, requests, self.checkout.read_dir(paths.caddy), self.checkout.read_dir(paths.status))
+        return Source(
+            revision,
+            requests,
+            self.checkout.read_dir(paths.caddy),
+            self.checkout.read_dir(paths.status),
+            self.checkout.last_change(paths.requests),
+            confirmed_revision(self.checkout.read_file(self.config.guard.confirm_file)),
+        )
 
     def decide(self, source: Source) -> Decision:
         """Validate, observe and plan; reads only."""
         valid, invalid = validate(source.requests, self.profiles, self.config.site)
         in_flight, attempts, settling = self.runner.snapshot()  # before Proxmox is asked: see observe
-        observed = observe(self.pve, self.store, in_flight, attempts, settling)
+        adopting = [d.life.vmid for d in valid if d.life.adopt and d.life.vmid is not None]
+        observed = observe(self.pve, self.store, in_flight, attempts, settling, self.configs, adopting)
         now = self.runner.clock()
         if needs_foreign_addresses(valid, observed, now):
             # Addresses on guests the reconciler does not own cost a call each: only when about to use one.
@@ -133,6 +157,14 @@ class Reconciler:
             request_names=[f.name for f in source.requests],
             now=now,
             setup_on=self.tools.pct is not None,
+            guard=Guard(
+                self.config.guard.max_share,
+                self.config.guard.confirm_file,
+                source.requests_revision,
+                source.confirmed,
+            ),
+            previous=source.previous,
+            task_timeout=self.config.proxmox.task_timeout,
         )
         # Requests refused for a clash join the invalid ones: only the rest own their domain and route.
         refused = {n for n, s in decision.standings.items() if s.phase == Phase.INVALID}
@@ -143,6 +175,9 @@ class Reconciler:
         began = time.monotonic()
         source = self.read_source()
         decision = self.decide(source)
+        resolve_intents(self.store, decision.observed)
+        if decision.plan.held is not None:
+            log.warning("mass change held", reason=decision.plan.held.reason)
         actions = decision.plan.actions
         started = self.runner.submit(actions, self.tools)
         deferred = {a.name: a.describe() for a in actions if a.name not in started}
@@ -207,13 +242,13 @@ class Reconciler:
         self, source: Source, decision: Decision, started: Mapping[str, int], deferred: Mapping[str, str]
     ) -> dict[str, Standing]:
         """The status of every request file, and of owned guests whose request is gone."""
-        previous = {}
-        for text in source.status.values():
-            parsed = status.parse(text)
-            if parsed is not None:
-                previous[parsed.name] = parsed
         computed = status.compute(
-            decision.plan.standings, previous, started, deferred, self.services(decision), decision.observed.last_jobs
+            decision.plan.standings,
+            source.previous,
+            started,
+            deferred,
+            self.services(decision),
+            decision.observed.last_jobs,
         )
         for name in computed.to_record:
             computed.by_name[name] = self._record_invalid(computed.by_name[name])
@@ -221,7 +256,11 @@ class Reconciler:
 
     def services(self, decision: Decision) -> dict[str, str]:
         """Request -> its Caddy service file, for each valid exposed request with a domain."""
-        return {d.name: self.paths.caddy(d.domain) for d in decision.valid if d.exposed and d.domain}
+        return {
+            d.name: self.paths.caddy(d.domain)
+            for d in decision.valid
+            if d.exposed and d.domain and d.life.state != GuestState.ABSENT
+        }
 
     def _record_invalid(self, new: Standing) -> Standing:
         """An invalid request's job: failed, with every problem in its log (once per change of the file)."""
@@ -255,12 +294,26 @@ class Reconciler:
                 )
         claimed = {path: name for name, path in self.services(decision).items()}
         invalid = {n for n, s in statuses.items() if s.phase == Phase.INVALID}
+        held = decision.plan.held.orphans if decision.plan.held is not None else frozenset()
 
         def keep(path: str, text: bytes) -> bool:
             # An exposed request without a known address yet keeps its route; so does one whose file
-            # turned invalid (a typo should not take a site down). A removed or unexposed one loses it.
+            # turned invalid (a typo should not take a site down), and one whose removal the mass-change guard
+            # holds back. A removed (or absent, or unexposed) one loses it.
             who = caddy.owner(text)
-            return claimed.get(path) == who or (who in invalid and who in stems)
+            return claimed.get(path) == who or (who in invalid and who in stems) or who in held
 
         out.update(changes(source.caddy, wanted_caddy, caddy.is_generated, keep))
         return out
+
+
+def confirmed_revision(text: bytes | None) -> str | None:
+    """The revision the confirm file names (`confirm: <revision>`), or None."""
+    if text is None:
+        return None
+    try:
+        doc = load_yaml(text)
+    except ValueError:
+        return None
+    value = doc.get("confirm") if isinstance(doc, dict) else None
+    return str(value).strip() if value else None

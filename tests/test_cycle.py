@@ -55,6 +55,7 @@ def test_a_pushed_request_becomes_exactly_one_container_and_a_second_run_changes
         "cores": "1",
         "memory": "512",
         "net0": "name=eth0,bridge=vmbr0,ip=192.168.50.210/24,gw=192.168.50.1,tag=20",
+        "swap": "512",
         "unprivileged": "1",
         "onboot": "1",
         "start": "1",
@@ -287,6 +288,7 @@ def test_removing_a_request_keeps_its_container_and_drops_its_route(
     operator: OperatorClone, cluster: FakeCluster, runtime: Runtime
 ) -> None:
     operator.write("requests/blog.yaml", request_yaml("blog", **BLOG))
+    operator.write("requests/other.yaml", request_yaml("other"))  # 1 of 2: not a mass change
     operator.push()
     runtime.reconciler.once()
     operator.pull()
@@ -296,7 +298,7 @@ def test_removing_a_request_keeps_its_container_and_drops_its_route(
     report = runtime.reconciler.once()
 
     assert report.statuses["blog"].phase == "Orphaned"
-    assert [c.status for c in cluster.containers()] == ["running"]
+    assert [c.status for c in cluster.containers()] == ["running", "running"]
     operator.pull()
     assert operator.read("caddy/services/blog.example.com.yaml") is None
     assert "left as it is" in operator.yaml("status/blog.yaml")["message"]

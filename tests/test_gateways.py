@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,11 @@ from conftest import FakeCluster
 
 from reconciler.config import ProxmoxConfig
 from reconciler.demo import TOKEN_ID
-from reconciler.gateways.proxmox import Proxmox
+from reconciler.fake import TEMPLATE
+from reconciler.gateways.proxmox import ConfigChanged, Locked, Proxmox, VmidTaken
 from reconciler.gateways.sqlite import JobStore
 from reconciler.model.errors import ProxmoxError
+from reconciler.model.vocab import GuestStatus
 
 
 def pve_for(cluster: FakeCluster, **changes: object) -> Proxmox:
@@ -23,7 +26,7 @@ def test_a_wrong_token_and_an_unverifiable_certificate_are_told_apart(cluster: F
     wrong = Proxmox(
         ProxmoxConfig(host="127.0.0.1", port=cluster.port, token_id=TOKEN_ID, ca_file=cluster.ca_file), "not-the-secret"
     )
-    with pytest.raises(ProxmoxError, match="authentication failure"):
+    with pytest.raises(ProxmoxError, match="API token was refused"):
         wrong.guests()
     untrusted = Proxmox(ProxmoxConfig(host="127.0.0.1", port=cluster.port, token_id=TOKEN_ID), cluster.secret)
     with pytest.raises(ProxmoxError, match="TLS verification"):
@@ -74,3 +77,201 @@ def test_interrupted_jobs_are_marked_failed_after_a_restart(tmp_path: Path) -> N
     assert again.interrupt_running("reconciler restarted") == 1
     record = again.job(job)
     assert record is not None and record.status == "failed" and record.error_message == "reconciler restarted"
+
+
+# The lifecycle calls, each against the fake with exactly the README's role (the `cluster` fixture).
+
+VMID = 300
+
+
+def running_ct(cluster: FakeCluster, node: str = "pve1", vmid: int = VMID) -> Proxmox:
+    """A started container made through the API as the create job makes one; returns the client."""
+    pve = pve_for(cluster)
+    upid = pve.create_lxc(
+        node,
+        {
+            "vmid": vmid,
+            "ostemplate": TEMPLATE,
+            "hostname": "web",
+            "storage": "local-lvm",
+            "rootfs": "local-lvm:8",
+            "cores": 1,
+            "memory": 512,
+            "net0": "name=eth0,bridge=vmbr0,ip=dhcp",
+            "unprivileged": 1,
+            "start": 1,
+            "tags": "owned",
+        },
+    )
+    pve.wait_task(node, upid, 5, "create")
+    return pve
+
+
+def status(pve: Proxmox, node: str, vmid: int = VMID) -> GuestStatus:
+    return pve.container_state(node, vmid)[0]
+
+
+def test_an_update_with_the_digest_read_changes_a_running_container_live(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    before = pve.container_config("pve1", VMID)
+    assert before.digest and "digest" not in before.values
+    assert before.get("cores") == "1" and before.get("rootfs") == "local-lvm:vm-300-disk-0,size=8G"
+    params: dict[str, str | int] = {"cores": 2, "memory": 1024, "description": "a web server", "tags": "owned;web"}
+    pve.update_config("pve1", VMID, params, (), before.digest)
+    after = pve.container_config("pve1", VMID)
+    assert {k: after.get(k) for k in params} == {k: str(v) for k, v in params.items()}
+    assert status(pve, "pve1") == GuestStatus.RUNNING
+    # A delete travels as a comma list beside the values.
+    pve.update_config("pve1", VMID, {"onboot": 1}, ("description", "swap"), after.digest)
+    again = pve.container_config("pve1", VMID)
+    assert (again.get("onboot"), again.get("description"), again.get("swap")) == ("1", None, None)
+
+
+def test_an_update_with_a_stale_digest_is_refused_and_changes_nothing(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    stale = pve.container_config("pve1", VMID)
+    pve.update_config("pve1", VMID, {"description": "edited by hand"}, (), stale.digest)
+    current = pve.container_config("pve1", VMID)
+    with pytest.raises(ConfigChanged) as caught:
+        pve.update_config("pve1", VMID, {"cores": 4}, (), stale.digest)
+    assert caught.value.temporary
+    assert caught.value.reason == "the container's config changed since it was read; it is read again and planned again"
+    assert pve.container_config("pve1", VMID) == current
+
+
+def test_resize_grows_the_root_disk_and_a_smaller_size_is_refused(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    digest = pve.container_config("pve1", VMID).digest
+    pve.wait_task("pve1", pve.resize("pve1", VMID, "rootfs", 12, digest), 5, "resize")
+    assert pve.container_config("pve1", VMID).get("rootfs") == "local-lvm:vm-300-disk-0,size=12G"
+    with pytest.raises(ConfigChanged):
+        pve.resize("pve1", VMID, "rootfs", 16, digest)
+    with pytest.raises(ProxmoxError) as caught:
+        pve.resize("pve1", VMID, "rootfs", 4, None)
+    assert caught.value.reason == "unable to shrink disk size" and not caught.value.temporary
+    assert pve.container_config("pve1", VMID).get("rootfs") == "local-lvm:vm-300-disk-0,size=12G"
+
+
+def test_migrate_in_restart_mode_moves_a_running_container_and_it_runs_there(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    pve.wait_task("pve1", pve.migrate("pve1", VMID, "pve2", restart=True), 5, "migrate")
+    [guest] = pve.guests()
+    assert (guest.node, guest.status) == ("pve2", GuestStatus.RUNNING)
+    assert status(pve, "pve2") == GuestStatus.RUNNING
+
+
+def test_shutdown_and_stop_stop_the_container(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    # A container that ignores the clean shutdown is stopped hard at the timeout (forceStop).
+    cluster.pve.ct(VMID).shutdown_secs = 600
+    pve.wait_task("pve1", pve.shutdown("pve1", VMID, 1), 5, "shutdown")
+    assert status(pve, "pve1") == GuestStatus.STOPPED
+    pve.wait_task("pve1", pve.start_lxc("pve1", VMID), 5, "start")
+    pve.wait_task("pve1", pve.stop("pve1", VMID), 5, "stop")
+    assert status(pve, "pve1") == GuestStatus.STOPPED
+
+
+def test_destroy_is_refused_for_a_protected_container_and_removes_an_unprotected_one(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    pve.wait_task("pve1", pve.stop("pve1", VMID), 5, "stop")
+    pve.update_config("pve1", VMID, {"protection": 1}, (), pve.container_config("pve1", VMID).digest)
+    with pytest.raises(ProxmoxError) as caught:
+        pve.destroy("pve1", VMID)
+    assert caught.value.reason == "can't remove CT 300 - protection mode enabled" and not caught.value.temporary
+    assert [g.vmid for g in pve.guests()] == [VMID]
+    pve.update_config("pve1", VMID, {}, ("protection",), pve.container_config("pve1", VMID).digest)
+    # Proxmox refuses to destroy an HA resource without purge=1 (HA is set on the model: the role may not).
+    cluster.pve.ct(VMID).ha_state = "stopped"
+    pve.wait_task("pve1", pve.destroy("pve1", VMID), 5, "destroy")
+    assert pve.guests() == []
+
+
+def test_wait_unlocked_waits_out_a_backup_lock(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    cluster.pve.snapshot_lock(VMID, "backup")
+    assert pve.container_lock("pve1", VMID) == "backup"
+    release = threading.Timer(0.2, cluster.pve.unlock, (VMID,))
+    release.start()
+    try:
+        pve.wait_unlocked("pve1", VMID, 5, "update")
+    finally:
+        release.cancel()
+    assert pve.container_lock("pve1", VMID) is None
+
+
+def test_wait_unlocked_names_the_lock_at_its_timeout_and_stops_when_aborted(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    cluster.pve.snapshot_lock(VMID, "backup")
+    with pytest.raises(ProxmoxError, match=r"^update: container 300 still locked \(backup\) after 0\.2 s$") as late:
+        pve.wait_unlocked("pve1", VMID, 0.2, "update")
+    assert late.value.temporary
+    with pytest.raises(ProxmoxError, match=r"^update: shutting down; container 300 still locked \(backup\)$"):
+        pve.wait_unlocked("pve1", VMID, 5, "update", abort=lambda: "shutting down")
+
+
+def test_a_change_during_a_backup_is_refused_as_locked(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    config = pve.container_config("pve1", VMID)
+    cluster.pve.snapshot_lock(VMID, "backup")
+    with pytest.raises(Locked) as caught:
+        pve.update_config("pve1", VMID, {"cores": 2}, (), config.digest)
+    assert (caught.value.what, caught.value.temporary) == ("backup", True)
+    assert caught.value.reason == (
+        "container is locked (backup): a backup, snapshot or migration is running; tried again later"
+    )
+
+
+def test_a_vmid_taken_meanwhile_keeps_proxmoxs_text(cluster: FakeCluster) -> None:
+    running_ct(cluster, "pve2")
+    with pytest.raises(VmidTaken) as caught:
+        running_ct(cluster, "pve1")
+    assert caught.value.reason == "CT 300 already exists on node 'pve2'" and caught.value.temporary
+
+
+def test_a_task_ending_with_warnings_succeeds_and_carries_them(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    upid = pve.stop("pve1", VMID)
+    # fakepve ends a task with OK or an error only; this task's record is made to read as PVE shows one that
+    # logged a warning (exit status "WARNINGS: 1", a "WARN:" line), so the parsing runs over the real API.
+    task = cluster.pve.tasks[upid]
+    task["exitstatus"] = "WARNINGS: 1"
+    task["log"][-1:-1] = ["WARN: unable to detect OS distribution"]
+    result = pve.wait_task("pve1", upid, 5, "stop")
+    assert (result.exitstatus, result.warnings) == ("WARNINGS: 1", ("WARN: unable to detect OS distribution",))
+
+
+def test_a_deleted_token_is_refused_with_what_to_check(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster)
+    del cluster.pve.apitokens[TOKEN_ID]
+    with pytest.raises(ProxmoxError) as caught:
+        pve.container_config("pve1", VMID)
+    assert (caught.value.status, caught.value.temporary) == (401, False)
+    assert caught.value.reason == (
+        "the API token was refused (expired, revoked or a wrong secret): "
+        "check PROXMOX_TOKEN_SECRET and the token in Proxmox"
+    )
+
+
+def test_an_offline_node_and_a_dropped_connection_are_told_apart(cluster: FakeCluster) -> None:
+    pve = running_ct(cluster, "pve2")
+    config = pve.container_config("pve2", VMID)
+    cluster.pve.set_node_offline("pve2")
+    with pytest.raises(ProxmoxError) as offline:
+        pve.update_config("pve2", VMID, {"cores": 2}, (), config.digest)
+    assert offline.value.reason == "node pve2 is offline or cut off from the API host (No route to host)"
+    assert (offline.value.status, offline.value.temporary) == (595, True)
+    cluster.pve.set_node_offline("pve2", False)
+    cluster.pve.flaky_network(drop_rate=1.0)
+    where = f"at 127.0.0.1:{cluster.port}"
+    with pytest.raises(ProxmoxError) as dropped:
+        pve.update_config("pve2", VMID, {"cores": 2}, (), config.digest)
+    assert dropped.value.reason == (
+        f"the connection to the Proxmox API was dropped before an answer {where}; "
+        "the change may or may not have been made"
+    )
+    assert dropped.value.temporary
+    with pytest.raises(ProxmoxError) as read:
+        pve.container_config("pve2", VMID)
+    assert read.value.reason == f"the connection to the Proxmox API was dropped before an answer {where}"
+    cluster.pve.flaky_network()
+    assert pve.container_config("pve2", VMID).get("cores") == "1"

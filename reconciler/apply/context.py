@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from reconciler.gateways.proxmox import Proxmox, TaskFailed
 from reconciler.gateways.sqlite import JobStore
 from reconciler.model.errors import ProxmoxError, SetupError
 from reconciler.model.owner import owner_of
-from reconciler.model.vocab import GuestStatus
+from reconciler.model.vocab import GuestStatus, JobType
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Tools:
     pve: Proxmox
     proxmox: ProxmoxConfig
     pct: Pct | None = None  # None when provision.transport is off
+    vmids: range = range(0)  # the approved range, where a create refused for a taken id chooses again
 
 
 class JobLog:
@@ -71,16 +73,35 @@ class JobContext:
             )
         return status
 
-    def task(self, step: str, node: str, submit: Callable[[], str]) -> None:
-        """Submit a Proxmox task and wait for it; raises ProxmoxError (TaskFailed with its log) when it fails."""
+    def task(self, step: str, node: str, submit: Callable[[], str], vmid: int | None = None) -> None:
+        """Submit a Proxmox task and wait for it, then (given the guest's vmid) for its lock to clear;
+        raises ProxmoxError (TaskFailed with its log) when it fails. Warnings go to the job log."""
         upid = submit()
         self.log.info(f"{step} task {upid}", upid=upid)
+        timeout = self.tools.proxmox.task_timeout
         try:
-            self.pve.wait_task(node, upid, self.tools.proxmox.task_timeout, step, abort=self.abort)
+            result = self.pve.wait_task(node, upid, timeout, step, abort=self.abort)
         except TaskFailed as exc:
             for line in exc.log:
                 self.store.log(self.job_id, "error", f"task log: {line}")
             raise
+        if result.exitstatus != "OK":
+            self.log.info(f"{step} task ended with {result.exitstatus}")
+        for line in result.warnings:
+            self.store.log(self.job_id, "warning", f"task log: {line}")
+        if vmid is not None:
+            # The next step would be refused while Proxmox still holds the guest's lock from this task.
+            self.pve.wait_unlocked(node, vmid, timeout, step, abort=self.abort)
+
+    @contextmanager
+    def intent(self, action: JobType, vmid: int, node: str, request: str) -> Iterator[None]:
+        """Record the intent before a call that changes Proxmox; settle it once the outcome is known here.
+
+        A crash leaves it unsettled: the next pass looks at the cluster to learn what happened.
+        """
+        intent_id = self.store.intend(request, vmid, node, action, self.job_id)
+        yield
+        self.store.settle(intent_id)
 
     def poll(self, timeout: float, look: Callable[[], str | None]) -> str | None:
         """Call look until it finds something, backing off up to 2 s, for at most timeout seconds."""

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from typing import assert_never
 
+from reconciler.apply.adopt_container import adopt_container
 from reconciler.apply.context import JobContext
 from reconciler.apply.create_container import create_container
+from reconciler.apply.destroy_container import destroy_container
 from reconciler.apply.find_address import find_address
+from reconciler.apply.migrate_container import migrate_container
 from reconciler.apply.provision import provision
 from reconciler.apply.start_container import start_container
-from reconciler.model.action import Action, CreateContainer, FindAddress, Provision, StartContainer
+from reconciler.apply.stop_container import stop_container
+from reconciler.apply.update_container import update_container
+from reconciler.model.action import (
+    Action,
+    AdoptContainer,
+    CreateContainer,
+    DestroyContainer,
+    FindAddress,
+    MigrateContainer,
+    Provision,
+    StartContainer,
+    StopContainer,
+    UpdateContainer,
+)
 
 
 def execute(action: Action, job: JobContext) -> str:
@@ -23,5 +39,15 @@ def execute(action: Action, job: JobContext) -> str:
             return find_address(action, job)
         case Provision():
             return provision(action, job)
+        case UpdateContainer():
+            return update_container(action, job)
+        case MigrateContainer():
+            return migrate_container(action, job)
+        case StopContainer():
+            return stop_container(action, job)
+        case DestroyContainer():
+            return destroy_container(action, job)
+        case AdoptContainer():
+            return adopt_container(action, job)
         case _:
             assert_never(action)

@@ -17,6 +17,7 @@ DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 DOMAIN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 Label = Annotated[str, Field(pattern=DNS_LABEL)]
+Tag = Annotated[str, Field(pattern=r"^[a-z0-9_][a-z0-9_+.-]{0,63}$")]
 
 
 class Strict(BaseModel):
@@ -26,7 +27,8 @@ class Strict(BaseModel):
 class Resources(Strict):
     cores: int = Field(description="CPU cores")
     memory: int = Field(description="RAM in MB")
-    disk: int = Field(description="root disk in GB")
+    disk: int = Field(description="root disk in GB; it can grow in place, never shrink")
+    swap: int = Field(default=512, ge=0, le=1048576, description="swap in MB")
 
 
 class Network(Strict):
@@ -83,6 +85,30 @@ class Request(Strict):
     web_server: Literal["nginx", "apache"] | None = Field(
         default=None, description="for profiles with a web server; the profile's default when omitted"
     )
+    tags: list[Tag] = Field(default=[], description="Proxmox tags of your own, beside the reconciler's")
+    state: Literal["present", "stopped", "absent"] = Field(
+        default="present",
+        description="present: exists (running unless start: false); stopped: shut down; absent: destroyed",
+    )
+    drift: Literal["correct", "report"] = Field(
+        default="correct", description="what to do with a field changed by hand in Proxmox: put it back, or report it"
+    )
+    protected: StrictBool = Field(default=False, description="Proxmox's protection flag: blocks destruction")
+    vmid: int | None = Field(
+        default=None, ge=100, le=999999999, description="the guest's VMID; chosen from the approved range when omitted"
+    )
+    adopt: StrictBool = Field(
+        default=False, description="take the existing guest `vmid` under management; differences are only reported"
+    )
+    migrate: StrictBool = Field(
+        default=False, description="a change of node migrates the container (restart mode) instead of being refused"
+    )
+
+    @model_validator(mode="after")
+    def _adopt_needs_vmid(self) -> Request:
+        if self.adopt and self.vmid is None:
+            raise ValueError("adopt: true needs the vmid of the guest to adopt")
+        return self
 
     @property
     def host(self) -> str:

@@ -14,10 +14,10 @@ from reconciler.config import SiteConfig
 from reconciler.desired.profile import Profile
 from reconciler.desired.request import Request
 from reconciler.desired.setup import NODE_EXPORTER_SET, build_setup
-from reconciler.model.desired import ContainerSpec, Desired, Invalid, Network, RequestFile, Service
-from reconciler.model.owner import description_for
+from reconciler.model.desired import ContainerSpec, Desired, Invalid, Lifecycle, Network, RequestFile, Service
+from reconciler.model.owner import MONITORING_TAG, NAME_PREFIX, OWNER_TAG, description_for
 from reconciler.model.problem import Problem
-from reconciler.model.vocab import NetworkMode
+from reconciler.model.vocab import DriftMode, GuestState, NetworkMode
 from reconciler.parse import from_validation_error, load_yaml
 
 
@@ -63,7 +63,7 @@ def check_profile(request: Request, profiles: Mapping[str, Profile]) -> list[Pro
         return problems + _approved("profile", request.profile, sorted(profiles), "profile")
     if request.kind != profile.supported_kind and request.kind != "vm":
         problems.append(Problem("kind", f"profile {profile.name} supports {profile.supported_kind} only"))
-    return problems + _check_service(request, profile) + _check_setup(request, profile)
+    return problems + _check_service(request, profile) + _check_setup(request, profile) + _check_tags(request)
 
 
 def _check_setup(request: Request, profile: Profile) -> list[Problem]:
@@ -92,7 +92,17 @@ def check_site(request: Request, site: SiteConfig) -> list[Problem]:
         value, allowed = getattr(request.resources, key), getattr(site.limits, key)
         if value not in allowed:
             problems.append(Problem(f"resources.{key}", f"{value} is outside the approved range {allowed}"))
+    vmids = site.vmid_range
+    if request.vmid is not None and not request.adopt and not vmids.low <= request.vmid <= vmids.high:
+        # Only an adopted guest may live outside the range the reconciler creates in.
+        problems.append(Problem("vmid", f"{request.vmid} is outside the approved range {vmids.low}..{vmids.high}"))
     return problems + _check_network(request, site)
+
+
+def _check_tags(request: Request) -> list[Problem]:
+    """The reconciler's own tags say who owns a guest: a request cannot set them."""
+    reserved = [t for t in request.tags if t in (OWNER_TAG, MONITORING_TAG) or t.startswith(NAME_PREFIX)]
+    return [Problem("tags", f"{t!r} is the reconciler's own tag; use monitoring: true or drop it") for t in reserved]
 
 
 def _check_network(request: Request, site: SiteConfig) -> list[Problem]:
@@ -144,7 +154,7 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
     container = ContainerSpec(
         node=request.node,
         hostname=request.host,
-        description=description_for(request.name, file.path, request.description),
+        description=description_for(request.name, file.path, request.description, profile.name),
         template=site.templates[profile.template] if site else profile.template,
         storage=request.storage,
         cores=request.resources.cores,
@@ -153,6 +163,9 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
         network=Network(NetworkMode(net.mode), net.bridge, net.address, gateway, net.vlan),
         start=request.start,
         nesting=profile.features.nesting,
+        swap=request.resources.swap,
+        protected=request.protected,
+        tags=tuple(request.tags),
     )
     return Desired(
         name=request.name,
@@ -170,6 +183,13 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
         if service
         else None,
         monitoring=monitoring,
+        life=Lifecycle(
+            state=GuestState(request.state),
+            drift=DriftMode(request.drift),
+            adopt=request.adopt,
+            vmid=request.vmid,
+            migrate=request.migrate,
+        ),
         setup=build_setup(
             name=request.name,
             path=file.path,

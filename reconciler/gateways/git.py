@@ -171,6 +171,19 @@ class Checkout:
                         out[f"{relative}/{entry.name}"] = handle.read()
         return out
 
+    def read_file(self, relative: str) -> bytes | None:
+        """One file of the checkout, or None when it is not there (or not a plain file)."""
+        target = self.path / relative
+        if target.is_symlink() or not target.is_file():
+            return None
+        return target.read_bytes()
+
+    def last_change(self, relative: str) -> str | None:
+        """The last commit that changed anything under relative, or None."""
+        if self.head() is None:
+            return None
+        return self._git("read history", "log", "-1", "--format=%H", "HEAD", "--", relative).strip() or None
+
     def last_changes(self, relative: str, paths: set[str]) -> dict[str, str]:
         """For each path, the commit that last changed it, from one walk of the history."""
         found: dict[str, str] = {}

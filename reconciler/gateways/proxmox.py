@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
+from urllib3.exceptions import ProtocolError
 
-from reconciler.config import ProxmoxConfig
+from reconciler.config import TOKEN_SECRET_ENV, ProxmoxConfig
 from reconciler.gateways.proxmox_body import ParamValue
 from reconciler.model.errors import ProxmoxError
+from reconciler.model.guest import GuestConfig
 from reconciler.model.observed import Guest, Interface
 from reconciler.model.vocab import GuestStatus
 
@@ -36,10 +39,12 @@ REQUIRED_PRIVILEGES = (
     "VM.Config.Memory",
     "VM.Config.Network",
     "VM.Config.Options",
+    "VM.Migrate",
     "VM.PowerMgmt",
 )
 
 RequestHook = Callable[[str, str], None]  # (HTTP method, status code or 'error')
+Abort = Callable[[], str | None]  # a reason to stop waiting, or None to go on
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class TaskResult:
 
     upid: str
     exitstatus: str
+    warnings: tuple[str, ...] = ()  # the WARN lines of its log when it ended with "WARNINGS: N"
 
 
 class TaskFailed(ProxmoxError):
@@ -58,6 +64,63 @@ class TaskFailed(ProxmoxError):
         super().__init__(step, exitstatus, None, temporary=True)
         self.upid = upid
         self.log = log
+
+
+class ConfigChanged(ProxmoxError):
+    """The digest sent was stale: someone changed the container since it was read."""
+
+    def __init__(self, step: str, status: int | None) -> None:
+        reason = "the container's config changed since it was read; it is read again and planned again"
+        super().__init__(step, reason, status, temporary=True)
+
+
+class VmidTaken(ProxmoxError):
+    """The VMID asked for is used by another guest (reason is Proxmox's text, naming the node)."""
+
+    def __init__(self, step: str, reason: str, status: int | None) -> None:
+        # Another client took the id between nextid and create: a new id is picked on the next try.
+        super().__init__(step, reason, status, temporary=True)
+
+
+class Locked(ProxmoxError):
+    """The guest holds a lock (backup, snapshot, migrate, ...) that refuses the change for now."""
+
+    def __init__(self, step: str, what: str, status: int | None) -> None:
+        reason = f"container is locked ({what}): a backup, snapshot or migration is running; tried again later"
+        super().__init__(step, reason, status, temporary=True)
+        self.what = what
+
+
+_CONFIG_CHANGED = "detected modified configuration"
+_VMID_TAKEN = re.compile(r"\b(?:CT|VM) \d+ already exists")
+_LOCKED = re.compile(r"\b(?:CT|VM) is locked \(([^)]+)\)")
+# 500s that stay until someone changes something in Proxmox: retrying them only hides the refusal.
+_PERMANENT = ("protection mode enabled", "unable to shrink disk size")
+
+
+def _error(step: str, reason: str, status: int | None, node: str | None) -> ProxmoxError:
+    """The named error for Proxmox's message, else a ProxmoxError whose temporary follows the status."""
+    if _CONFIG_CHANGED in reason:
+        return ConfigChanged(step, status)
+    if _VMID_TAKEN.search(reason):
+        return VmidTaken(step, reason, status)
+    if locked := _LOCKED.search(reason):
+        return Locked(step, locked.group(1), status)
+    if status == 401:
+        # A token never logs in, so a 401 is the token itself: waiting will not bring it back.
+        reason = (
+            f"the API token was refused (expired, revoked or a wrong secret): check {TOKEN_SECRET_ENV} "
+            "and the token in Proxmox"
+        )
+        return ProxmoxError(step, reason, status, temporary=False)
+    if status == 595:
+        # pveproxy's own status when it cannot forward the call to the node that owns the guest.
+        where = f"node {node}" if node else "the node"
+        reason = f"{where} is offline or cut off from the API host ({reason})"
+        return ProxmoxError(step, reason, status, temporary=True)
+    if any(text in reason for text in _PERMANENT):
+        return ProxmoxError(step, reason, status, temporary=False)
+    return ProxmoxError(step, reason, status, temporary=_temporary(status))
 
 
 def _temporary(status: int | None) -> bool:
@@ -79,9 +142,16 @@ def _reason(exc: Exception) -> tuple[str, int | None]:
         return "Proxmox did not answer in time", None
     if isinstance(exc, requests.exceptions.SSLError):
         return "TLS verification of the Proxmox API failed (check proxmox.ca_file)", None
+    if _dropped(exc):
+        return "the connection to the Proxmox API was dropped before an answer", None
     if isinstance(exc, requests.exceptions.ConnectionError):
         return "cannot connect to the Proxmox API", None
     return f"{type(exc).__name__}: {exc}", None
+
+
+def _dropped(exc: Exception) -> bool:
+    """Whether the API took the connection and then closed it unanswered (a proxy, a firewall, a restart)."""
+    return isinstance(exc, requests.exceptions.ConnectionError) and any(isinstance(a, ProtocolError) for a in exc.args)
 
 
 def _split_tags(raw: object) -> tuple[str, ...]:
@@ -118,15 +188,20 @@ class Proxmox:
             self._local.api = api
         return api
 
-    def _call(self, step: str, method: str, fn: Callable[[Any], Any]) -> Any:
+    def _call(self, step: str, method: str, fn: Callable[[Any], Any], node: str | None = None) -> Any:
+        """One API call; a failure becomes a ProxmoxError (or a named subclass) saying why.
+
+        node, when the call is about one, is named if Proxmox cannot reach it."""
         try:
             result = fn(self._api())
         except (ResourceException, AuthenticationError, requests.exceptions.RequestException) as exc:
             reason, status = _reason(exc)
             if status is None:
                 reason += f" at {self._config.host}:{self._config.port}"
+                if method != "GET" and _dropped(exc):
+                    reason += "; the change may or may not have been made"
             self._on_request(method, str(status) if status else "error")
-            raise ProxmoxError(step, reason, status, temporary=_temporary(status)) from None
+            raise _error(step, reason, status, node) from None
         self._on_request(method, "200")
         return result
 
@@ -156,26 +231,26 @@ class Proxmox:
 
     def create_lxc(self, node: str, params: dict[str, ParamValue]) -> str:
         """Start the create task (body from proxmox_body.create_container); returns its UPID."""
-        return str(self._call("create", "POST", lambda api: api.nodes(node).lxc.post(**params)))
+        return str(self._call("create", "POST", lambda api: api.nodes(node).lxc.post(**params), node))
 
     def start_lxc(self, node: str, vmid: int) -> str:
         """Start the start task; returns its UPID."""
-        return str(self._call("start", "POST", lambda api: api.nodes(node).lxc(vmid).status.start.post()))
+        return str(self._call("start", "POST", lambda api: api.nodes(node).lxc(vmid).status.start.post(), node))
 
     def guest_config(self, node: str, kind: str, vmid: int) -> dict[str, object]:
         """The config of a container (kind lxc) or VM (kind qemu)."""
-        config = self._call("read config", "GET", lambda api: getattr(api.nodes(node), kind)(vmid).config.get())
+        config = self._call("read config", "GET", lambda api: getattr(api.nodes(node), kind)(vmid).config.get(), node)
         return dict(config or {})
 
     def container_state(self, node: str, vmid: int) -> tuple[GuestStatus, tuple[str, ...]]:
         """A container's power state now (not the lagging one of /cluster/resources) and its tags."""
-        current = self._call("read status", "GET", lambda api: api.nodes(node).lxc(vmid).status.current.get())
+        current = self._call("read status", "GET", lambda api: api.nodes(node).lxc(vmid).status.current.get(), node)
         config = self.guest_config(node, "lxc", vmid)
         return GuestStatus.parse((current or {}).get("status")), _split_tags(config.get("tags"))
 
     def interfaces(self, node: str, vmid: int) -> list[Interface]:
         """The container's interfaces with their IPv4 addresses (empty while it is stopped)."""
-        rows = self._call("read interfaces", "GET", lambda api: api.nodes(node).lxc(vmid).interfaces.get())
+        rows = self._call("read interfaces", "GET", lambda api: api.nodes(node).lxc(vmid).interfaces.get(), node)
         out = []
         for row in rows or []:
             ips = tuple(
@@ -184,9 +259,7 @@ class Proxmox:
             out.append(Interface(str(row.get("name", "")), ips))
         return out
 
-    def wait_task(
-        self, node: str, upid: str, timeout: float, step: str, abort: Callable[[], str | None] | None = None
-    ) -> TaskResult:
+    def wait_task(self, node: str, upid: str, timeout: float, step: str, abort: Abort | None = None) -> TaskResult:
         """Poll a task until it stops; raises TaskFailed when it ended in an error, ProxmoxError (temporary)
         when it is still running after timeout seconds.
 
@@ -195,7 +268,7 @@ class Proxmox:
         deadline = time.monotonic() + timeout
         delay = 0.01
         while True:
-            status = self._call(step, "GET", lambda api: api.nodes(node).tasks(upid).status.get())
+            status = self._call(step, "GET", lambda api: api.nodes(node).tasks(upid).status.get(), node)
             if status.get("status") == "stopped":
                 break
             if time.monotonic() >= deadline:
@@ -206,7 +279,90 @@ class Proxmox:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
         exitstatus = str(status.get("exitstatus", ""))
-        if exitstatus == "OK" or exitstatus.startswith("WARNINGS"):
+        if exitstatus == "OK":
             return TaskResult(upid, exitstatus)
-        log = self._call(step, "GET", lambda api: api.nodes(node).tasks(upid).log.get(limit=500))
-        raise TaskFailed(step, upid, exitstatus, tuple(str(entry.get("t", "")) for entry in log or [])[-20:])
+        log = self._task_log(node, upid, step)
+        if exitstatus.startswith("WARNINGS"):
+            # It did its work; what it warned about goes to the job log.
+            return TaskResult(upid, exitstatus, tuple(line for line in log if "WARN" in line))
+        raise TaskFailed(step, upid, exitstatus, log[-20:])
+
+    def _task_log(self, node: str, upid: str, step: str) -> tuple[str, ...]:
+        log = self._call(step, "GET", lambda api: api.nodes(node).tasks(upid).log.get(limit=500), node)
+        return tuple(str(entry.get("t", "")) for entry in log or [])
+
+    def container_config(self, node: str, vmid: int) -> GuestConfig:
+        """A container's config (pending changes included, as Proxmox shows them) with its digest."""
+        raw = self.guest_config(node, "lxc", vmid)
+        digest = str(raw.pop("digest", ""))
+        return GuestConfig(vmid, node, {key: str(value) for key, value in raw.items()}, digest)
+
+    def update_config(
+        self, node: str, vmid: int, params: Mapping[str, str | int], delete: Sequence[str], digest: str
+    ) -> None:
+        """Change a container's config; Proxmox refuses it (ConfigChanged) if the digest is no longer current."""
+        body: dict[str, str | int] = {**params, "digest": digest}
+        if delete:
+            body["delete"] = ",".join(delete)
+        self._call("update config", "PUT", lambda api: api.nodes(node).lxc(vmid).config.put(**body), node)
+
+    def resize(self, node: str, vmid: int, disk: str, size_gb: int, digest: str | None) -> str:
+        """Start growing a disk to size_gb GiB (absolute, so a retry asks for the same size); returns its UPID."""
+        body: dict[str, str] = {"disk": disk, "size": f"{size_gb}G"}
+        if digest is not None:
+            body["digest"] = digest
+        return str(self._call("resize", "PUT", lambda api: api.nodes(node).lxc(vmid).resize.put(**body), node))
+
+    def migrate(self, node: str, vmid: int, target: str, restart: bool) -> str:
+        """Start moving a container to target (restart: shut a running one down, move it, start it there)."""
+        body: dict[str, str | int] = {"target": target}
+        if restart:
+            body["restart"] = 1
+        return str(self._call("migrate", "POST", lambda api: api.nodes(node).lxc(vmid).migrate.post(**body), node))
+
+    def shutdown(self, node: str, vmid: int, timeout: int) -> str:
+        """Start a clean shutdown that becomes a hard stop after timeout seconds; returns its UPID."""
+        return str(
+            self._call(
+                "shutdown",
+                "POST",
+                lambda api: api.nodes(node).lxc(vmid).status.shutdown.post(timeout=timeout, forceStop=1),
+                node,
+            )
+        )
+
+    def stop(self, node: str, vmid: int) -> str:
+        """Start a hard stop; returns its UPID."""
+        return str(self._call("stop", "POST", lambda api: api.nodes(node).lxc(vmid).status.stop.post(), node))
+
+    def destroy(self, node: str, vmid: int) -> str:
+        """Start destroying a stopped container with its disks, and its entries in backup jobs, replication
+        and HA; returns its UPID."""
+        return str(
+            self._call(
+                "destroy",
+                "DELETE",
+                lambda api: api.nodes(node).lxc(vmid).delete(**{"purge": 1, "destroy-unreferenced-disks": 1}),
+                node,
+            )
+        )
+
+    def container_lock(self, node: str, vmid: int, step: str = "read status") -> str | None:
+        """The container's lock (backup, snapshot, migrate, create, ...), or None."""
+        current = self._call(step, "GET", lambda api: api.nodes(node).lxc(vmid).status.current.get(), node)
+        lock = (current or {}).get("lock")
+        return str(lock) if lock else None
+
+    def wait_unlocked(self, node: str, vmid: int, timeout: float, step: str, abort: Abort | None = None) -> None:
+        """Poll until the container holds no lock; ProxmoxError (temporary) if it still does after timeout
+        seconds, or when abort gives a reason to stop waiting."""
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while (lock := self.container_lock(node, vmid, step)) is not None:
+            if time.monotonic() >= deadline:
+                raise ProxmoxError(step, f"container {vmid} still locked ({lock}) after {timeout:g} s", temporary=True)
+            reason = abort() if abort else None
+            if reason:
+                raise ProxmoxError(step, f"{reason}; container {vmid} still locked ({lock})", temporary=True)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)

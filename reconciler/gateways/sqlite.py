@@ -1,21 +1,23 @@
 """The only module that touches SQLite: jobs, their logs, and the inventory of what the reconciler made.
 
-The schema is versioned (PRAGMA user_version) and migrated forward on open, in one transaction.
+The schema is versioned (PRAGMA user_version) and migrated forward on open, in one transaction. A file that
+cannot be used (unwritable, not a database, held by another process) is a StateError in plain words.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.model.errors import StateError
-from reconciler.model.observed import Held
+from reconciler.model.observed import Applied, Held, Intent
 from reconciler.model.setup import SetupRecord
 from reconciler.model.vocab import JobStatus, ResourceKind, ResourceState
 
@@ -90,8 +92,38 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL
     );
     """,
+    # 4: each call that changes Proxmox, recorded before it is made and deleted once its outcome is known; the
+    # owned fields last written to each request's guest; and the hand edits put back, to see one that recurs.
+    """
+    CREATE TABLE intents (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request TEXT NOT NULL,
+        vmid INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        action TEXT NOT NULL,
+        job_id INTEGER REFERENCES jobs (id),
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE applied (
+        request TEXT PRIMARY KEY,
+        vmid INTEGER NOT NULL,
+        fields_json TEXT NOT NULL,
+        job_id INTEGER,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE corrections (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request TEXT NOT NULL,
+        vmid INTEGER NOT NULL,
+        fields TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX corrections_request ON corrections (request, at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+CORRECTIONS_KEPT_S = 24 * 3600.0  # corrections older than this are pruned: only recent ones are ever asked for
 
 
 def now() -> str:
@@ -124,20 +156,51 @@ class LogLine:
 class JobStore:
     """Jobs, job logs and the inventory in one SQLite file; safe to share between threads."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
+        """Open the file to read and write it, creating it (and its directory) or migrating it as needed.
+
+        busy_timeout is how long (seconds) a call waits for another process's lock before a temporary StateError.
+        """
+        self._open(path, busy_timeout, readonly=False)
+
+    @classmethod
+    def open_readonly(cls, path: Path, busy_timeout: float = 30.0) -> JobStore | None:
+        """Open the file only to read it, beside a daemon that may be writing it (for `reconciler plan`).
+
+        Nothing is migrated or written; every reader works, every writer raises StateError. None when there is no
+        file yet; a file at another schema version than this release's is a StateError.
+        """
+        if not path.exists():
+            return None
+        store = cls.__new__(cls)
+        store._open(path, busy_timeout, readonly=True)
+        return store
+
+    def _open(self, path: Path, busy_timeout: float, readonly: bool) -> None:
         self.path = str(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
+        self.readonly = readonly
+        self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
-        with self._lock:
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._migrate()
-            except BaseException:
-                self._db.close()  # a refused or failed file is not left open (nor its -wal beside it)
-                raise
+        if not readonly:
+            _refuse_unwritable(path)
+        # mode=ro: SQLite itself refuses every write. as_uri() escapes a '?', '#' or '%' in the path.
+        target = path.absolute().as_uri() + "?mode=ro" if readonly else str(path)
+        with self._guard():
+            self._db = sqlite3.connect(
+                target, uri=readonly, check_same_thread=False, isolation_level=None, timeout=busy_timeout
+            )
+        self._db.row_factory = sqlite3.Row
+        try:
+            with self._lock, self._guard():
+                if readonly:
+                    self._refuse_other_version()
+                else:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                    self._migrate()
+        except BaseException:
+            self._db.close()  # a refused or failed file is not left open (nor its -wal beside it)
+            raise
 
     def _migrate(self) -> None:
         if self._stored_version() == SCHEMA_VERSION:
@@ -168,25 +231,76 @@ class JobStore:
             )
         return version
 
+    def _refuse_other_version(self) -> None:
+        """A reader does not migrate: an older file is read only after a writer (the daemon) has migrated it."""
+        version = self._stored_version()
+        if version != SCHEMA_VERSION:
+            raise StateError(
+                self.path,
+                f"the job database is at schema version {version}, older than this reconciler's"
+                f" {SCHEMA_VERSION}: start the upgraded daemon once (it migrates the file), then try again",
+            )
+
     @property
     def schema_version(self) -> int:
-        with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        with self._reading() as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn SQLite's word for a file that cannot be used (held by another process, unwritable, not a database)
+        into a StateError that says what to do; any other error (a bug, a broken migration) passes as it is."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            refusal = self._refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
+
+    def _refusal(self, exc: sqlite3.Error) -> StateError | None:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code, under any extended one
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return StateError(
+                self.path,
+                f"the job database is locked by another process (waited {self._busy_timeout:g} s);"
+                " jobs wait until it is free",
+                temporary=True,
+            )
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            return StateError(
+                self.path,
+                f"this file is not a usable SQLite database ({exc}): check the path in the config,"
+                " or move the file aside (a new one is made) or restore a backup",
+            )
+        if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR):
+            if self.readonly:
+                return StateError(self.path, f"cannot read the job database: {exc}; this user must be able to read it")
+            return StateError(self.path, f"cannot write the job database: {exc}; {_WRITERS}")
+        return None
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._guard():
+            yield self._db
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        if self.readonly:
+            raise StateError(self.path, "the job database was opened read-only here: nothing can be recorded")
+        with self._lock, self._guard():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT may leave it open; SQLite may have ended it itself
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # jobs
 
@@ -242,8 +356,8 @@ class JobStore:
             )
 
     def job(self, job_id: int) -> Job | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
 
     def jobs(self, limit: int = 50, request: str | None = None) -> list[Job]:
@@ -251,21 +365,21 @@ class JobStore:
         query, args = "SELECT * FROM jobs", []
         if request:
             query, args = query + " WHERE request=?", [request]
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        with self._reading() as db:
+            rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_job(r) for r in rows]
 
     def logs(self, job_id: int) -> list[LogLine]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT timestamp, level, message FROM job_logs WHERE job_id=? ORDER BY id", (job_id,)
             ).fetchall()
         return [LogLine(r["timestamp"], r["level"], r["message"]) for r in rows]
 
     def last_jobs(self) -> dict[str, int]:
         """Request -> the id of its newest job."""
-        with self._lock:
-            rows = self._db.execute("SELECT request, MAX(id) FROM jobs GROUP BY request").fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT request, MAX(id) FROM jobs GROUP BY request").fetchall()
         return {r[0]: int(r[1]) for r in rows}
 
     # the inventory
@@ -301,8 +415,8 @@ class JobStore:
 
     def inventory(self) -> dict[str, tuple[Held, ...]]:
         """Request -> every resource held for it."""
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM inventory ORDER BY request, kind, key").fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT * FROM inventory ORDER BY request, kind, key").fetchall()
         out: dict[str, list[Held]] = {}
         for r in rows:
             out.setdefault(r["request"], []).append(
@@ -337,9 +451,104 @@ class JobStore:
 
     def setups(self) -> dict[str, SetupRecord]:
         """Request -> the last setup that succeeded in its container."""
-        with self._lock:
-            rows = self._db.execute("SELECT request, vmid, digest, job_id FROM setups").fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT request, vmid, digest, job_id FROM setups").fetchall()
         return {r["request"]: SetupRecord(int(r["vmid"]), r["digest"], r["job_id"]) for r in rows}
+
+    # intents: a call that changes Proxmox is recorded before it is made, so a crash mid-call is noticed
+
+    def intend(self, request: str, vmid: int, node: str, action: str, job_id: int | None) -> int:
+        """Record a call about to change Proxmox (action is the job type); its id, to settle it by."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO intents (request, vmid, node, action, job_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (request, vmid, node, action, job_id, now()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def settle(self, intent_id: int) -> None:
+        """The call's outcome is known (it succeeded, or failed without changing anything): forget the intent."""
+        with self._tx() as db:
+            db.execute("DELETE FROM intents WHERE id=?", (intent_id,))
+
+    def intents(self) -> list[Intent]:
+        """The calls not settled, oldest first."""
+        with self._reading() as db:
+            rows = db.execute("SELECT * FROM intents ORDER BY id").fetchall()
+        return [
+            Intent(r["id"], r["request"], int(r["vmid"]), r["node"], r["action"], r["job_id"], r["created_at"])
+            for r in rows
+        ]
+
+    # the owned fields last written to each request's guest
+
+    def record_applied(self, request: str, vmid: int, fields: Mapping[str, str], job_id: int | None) -> None:
+        """Remember the values (field -> normal form) just written to the request's guest, in place of earlier ones."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO applied (request, vmid, fields_json, job_id, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (request) DO UPDATE SET vmid=excluded.vmid, fields_json=excluded.fields_json,"
+                " job_id=excluded.job_id, updated_at=excluded.updated_at",
+                (request, vmid, json.dumps(dict(fields), sort_keys=True), job_id, now()),
+            )
+
+    def applied(self) -> dict[str, Applied]:
+        """Request -> the values last written to its guest."""
+        with self._reading() as db:
+            rows = db.execute("SELECT request, vmid, fields_json FROM applied").fetchall()
+        return {r["request"]: Applied(int(r["vmid"]), json.loads(r["fields_json"])) for r in rows}
+
+    # corrections: hand edits put back
+
+    def record_correction(self, request: str, vmid: int, fields: Sequence[str], at: float) -> None:
+        """Remember that these fields were edited by hand and put back at `at` (time.time())."""
+        with self._tx() as db:
+            # Only recent corrections are asked for: the older ones go here, so the table stays small.
+            db.execute("DELETE FROM corrections WHERE at < ?", (at - CORRECTIONS_KEPT_S,))
+            db.execute(
+                "INSERT INTO corrections (request, vmid, fields, at) VALUES (?, ?, ?, ?)",
+                (request, vmid, json.dumps(sorted(fields)), at),
+            )
+
+    def corrections(self, since: float) -> dict[str, int]:
+        """Request -> how many corrections were recorded at or after `since` (time.time())."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT request, COUNT(*) FROM corrections WHERE at >= ? GROUP BY request", (since,)
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def forget(self, request: str) -> None:
+        """The request's container is destroyed: drop what is known of it (its jobs and logs stay, as history)."""
+        with self._tx() as db:
+            for table in ("inventory", "setups", "applied", "corrections", "intents"):
+                db.execute(f"DELETE FROM {table} WHERE request=?", (request,))
+
+
+_WRITERS = "the daemon's user must be able to write it and its directory"
+
+
+def _refuse_unwritable(path: Path) -> None:
+    """Say why the file cannot be written before SQLite is asked: it would open such a file read-only without a
+    word, and fail only at the first write, or give only "unable to open database file"."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        why = f"{parent} is a file, not a directory"
+    except OSError as exc:
+        why = f"cannot create its directory {parent}: {exc.strerror}"
+    else:
+        # The directory too: the -wal and -shm files beside the database are made and removed as it is used.
+        if path.is_dir():
+            why = "that path is a directory"
+        elif path.exists() and not os.access(path, os.W_OK):
+            why = "the file is read-only to this user"
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            why = f"this user cannot create files in {parent}"
+        else:
+            return
+    raise StateError(str(path), f"cannot write the job database: {why}; {_WRITERS}")
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from reconciler.model.desired import Desired
-from reconciler.model.standing import Standing
+from reconciler.model.guest import GuestConfig
+from reconciler.model.standing import Drift, Standing
 from reconciler.model.vocab import JobType, Phase, ResourceKind, SetupState, Slot
 
 
@@ -166,4 +167,118 @@ class Provision(ActionBase):
         return {"digest": setup.digest, "steps": [s.name.value for s in setup.steps]}
 
 
-Action = CreateContainer | StartContainer | FindAddress | Provision
+@dataclass(frozen=True)
+class UpdateContainer(ActionBase):
+    """Change the container's owned config in place (PUT config with the digest read), and grow its disk."""
+
+    kind = ResourceKind.LXC
+    job_type = JobType.UPDATE
+    seen: GuestConfig | None = None  # the config the plan compared, with its digest
+    changes: tuple[Drift, ...] = ()  # field, desired (to write), observed (there now)
+    grow_to: int | None = None  # GB
+    corrects: tuple[str, ...] = ()  # the fields among changes that put back a change made by hand
+
+    def lines(self) -> list[str]:
+        """One line per change: `field: old -> new`, the disk last."""
+        out = [f"{c.field}: {_short(c.observed)} -> {_short(c.desired)}" for c in self.changes]
+        if self.grow_to is not None:
+            out.append(f"resize rootfs -> {self.grow_to} GB")
+        return out
+
+    def describe(self) -> str:
+        return f"update {self.name}: lxc {self.vmid} on {self.node}: " + "; ".join(self.lines())
+
+    def progress(self) -> str:
+        fields = [c.field for c in self.changes] + (["disk"] if self.grow_to is not None else [])
+        return f"updating container {self.vmid} on {self.node}: {', '.join(fields)}"
+
+    def details(self) -> dict[str, object]:
+        return {
+            "changes": [{"field": c.field, "old": c.observed, "new": c.desired} for c in self.changes],
+            "grow_to": self.grow_to,
+            "corrects": list(self.corrects),
+        }
+
+
+@dataclass(frozen=True)
+class MigrateContainer(ActionBase):
+    """Move the container to the node the request names (restart mode when it runs); node is where it is."""
+
+    kind = ResourceKind.LXC
+    job_type = JobType.MIGRATE
+    target: str = ""
+    running: bool = False
+
+    def describe(self) -> str:
+        mode = " (restart mode: it stops and starts again)" if self.running else ""
+        return f"migrate {self.name}: lxc {self.vmid} from {self.node} to {self.target}{mode}"
+
+    def progress(self) -> str:
+        return f"migrating container {self.vmid} from {self.node} to {self.target}"
+
+    def details(self) -> dict[str, object]:
+        return {"target": self.target, "restart": self.running}
+
+
+@dataclass(frozen=True)
+class StopContainer(ActionBase):
+    """Shut the container down (state: stopped), hard after the shutdown timeout."""
+
+    kind = ResourceKind.LXC
+    job_type = JobType.STOP
+
+    def describe(self) -> str:
+        return f"stop {self.name}: lxc {self.vmid} on {self.node} (state: stopped)"
+
+    def progress(self) -> str:
+        return f"stopping container {self.vmid} on {self.node} (state: stopped)"
+
+
+@dataclass(frozen=True)
+class DestroyContainer(ActionBase):
+    """Stop and destroy the container with its volumes (state: absent)."""
+
+    kind = ResourceKind.LXC
+    job_type = JobType.DESTROY
+
+    def describe(self) -> str:
+        return f"destroy {self.name}: lxc {self.vmid} on {self.node} and its volumes (state: absent)"
+
+    def progress(self) -> str:
+        return f"destroying container {self.vmid} on {self.node} (state: absent)"
+
+
+@dataclass(frozen=True)
+class AdoptContainer(ActionBase):
+    """Write the reconciler's marker on an existing guest (adopt: true) and change nothing else."""
+
+    kind = ResourceKind.LXC
+    job_type = JobType.ADOPT
+    seen: GuestConfig | None = None
+
+    def describe(self) -> str:
+        return f"adopt {self.name}: lxc {self.vmid} on {self.node} (its marker only; nothing else changes)"
+
+    def progress(self) -> str:
+        return f"adopting container {self.vmid} on {self.node}: writing its marker"
+
+
+def _short(value: str, limit: int = 60) -> str:
+    """A value for one line of a plan: long texts (descriptions) cut, empty ones shown as such."""
+    flat = value.replace("\n", " ")
+    if not flat:
+        return "(none)"
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+Action = (
+    CreateContainer
+    | StartContainer
+    | FindAddress
+    | Provision
+    | UpdateContainer
+    | MigrateContainer
+    | StopContainer
+    | DestroyContainer
+    | AdoptContainer
+)

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv4Interface
 
 from reconciler.model.problem import Problem
 from reconciler.model.setup import Setup
-from reconciler.model.vocab import NetworkMode
+from reconciler.model.vocab import DriftMode, GuestState, NetworkMode
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,19 @@ class Network:
     gateway: IPv4Address | None = None
     vlan: int | None = None
 
+    def owned_props(self) -> dict[str, str]:
+        """The keys of net0 the request sets; Proxmox's own (hwaddr, type) and the operator's others stay."""
+        props = {"name": "eth0", "bridge": self.bridge}
+        if self.mode == NetworkMode.DHCP:
+            props["ip"] = "dhcp"
+        else:
+            props["ip"] = str(self.address)
+            if self.gateway is not None:
+                props["gw"] = str(self.gateway)
+        if self.vlan is not None:
+            props["tag"] = str(self.vlan)
+        return props
+
 
 @dataclass(frozen=True)
 class ContainerSpec:
@@ -46,6 +59,20 @@ class ContainerSpec:
     network: Network
     start: bool = True
     nesting: bool = False
+    swap: int = 512  # MB
+    protected: bool = False  # Proxmox's protection flag: blocks destruction
+    tags: tuple[str, ...] = ()  # the operator's own tags, beside the reconciler's
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """What the request says about its guest's life beyond its spec."""
+
+    state: GuestState = GuestState.PRESENT
+    drift: DriftMode = DriftMode.CORRECT
+    adopt: bool = False  # take the existing guest `vmid` under management
+    vmid: int | None = None  # the guest's VMID: chosen from the approved range when None
+    migrate: bool = False  # a change of node moves the container (restart mode) instead of being refused
 
 
 @dataclass(frozen=True)
@@ -69,6 +96,7 @@ class Desired:
     service: Service | None = None
     monitoring: bool = False
     setup: Setup = field(default_factory=Setup)
+    life: Lifecycle = field(default_factory=Lifecycle)
 
     @property
     def static_ip(self) -> IPv4Address | None:

@@ -8,6 +8,7 @@ from functools import cached_property
 from ipaddress import IPv4Address
 
 from reconciler.model.action import Action
+from reconciler.model.guest import GuestConfig
 from reconciler.model.owner import owner_of
 from reconciler.model.retry import Attempt
 from reconciler.model.setup import SetupRecord
@@ -29,20 +30,6 @@ class Guest:
     cores: int
     memory_mb: int
     disk_gb: int
-
-
-@dataclass(frozen=True)
-class GuestConfig:
-    """A container's config as GET /nodes/{node}/lxc/{vmid}/config returns it: every value as text, and the
-    digest an update sends back so that a guest changed meanwhile is refused."""
-
-    vmid: int
-    node: str
-    values: Mapping[str, str]
-    digest: str
-
-    def get(self, key: str) -> str | None:
-        return self.values.get(key)
 
 
 @dataclass(frozen=True)
@@ -113,6 +100,11 @@ class Observed:
     # Static addresses configured on guests the reconciler does not own -> vmid (read only when needed).
     foreign_ips: Mapping[IPv4Address, int] = field(default_factory=dict)
     setups: Mapping[str, SetupRecord] = field(default_factory=dict)  # request -> its last setup run
+    configs: Mapping[int, GuestConfig] = field(default_factory=dict)  # vmid -> config, for owned and adopted guests
+    applied: Mapping[str, Applied] = field(default_factory=dict)  # request -> the values last written
+    corrections: Mapping[str, int] = field(default_factory=dict)  # request -> drift corrections in the last hour
+    intents: tuple[Intent, ...] = ()  # calls recorded before they were made, outcome not yet seen
+    at: float = 0.0  # wall-clock time of the observation (seconds since the epoch)
 
     @cached_property
     def owned(self) -> dict[str, list[Guest]]:
@@ -132,6 +124,10 @@ class Observed:
     def foreign(self) -> list[Guest]:
         """Guests the reconciler does not own and must never touch."""
         return [g for g in self.guests if owner_of(g.tags) is None]
+
+    def intent(self, request: str) -> Intent | None:
+        """The request's oldest unsettled intent."""
+        return next((i for i in self.intents if i.request == request), None)
 
     def container(self, request: str) -> Held | None:
         """The container the inventory holds for a request."""

@@ -6,6 +6,7 @@ both tags is never touched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 OWNER_TAG = "reconciler"
@@ -27,7 +28,19 @@ def owner_of(tags: Iterable[str]) -> str | None:
     return names[0] if len(names) == 1 and names[0] else None
 
 
-def description_for(request: str, path: str, text: str) -> str:
-    """The container's description: the operator's text, then where it came from."""
-    note = f"Managed by reconciler for request {request} ({path}). Change the request file, not this guest."
+def description_for(request: str, path: str, text: str, profile: str) -> str:
+    """The container's description: the operator's text, then where it came from and its profile."""
+    note = (
+        f"Managed by reconciler for request {request} ({path}, profile {profile})."
+        " Change the request file, not this guest."
+    )
     return f"{text}\n\n{note}" if text else note
+
+
+_PROFILE = re.compile(r"Managed by reconciler for request \S+ \(.*, profile ([a-z0-9-]+)\)\.")
+
+
+def profile_of(description: str | None) -> str | None:
+    """The profile a guest was made with, from its description's note; None when the note is not there."""
+    found = _PROFILE.search(description or "")
+    return found.group(1) if found else None

@@ -7,6 +7,27 @@ from dataclasses import dataclass, replace
 from reconciler.model.vocab import Phase, SetupState
 
 
+@dataclass(frozen=True, order=True)
+class Drift:
+    """A field the request owns that Proxmox holds otherwise, each in its normal form."""
+
+    field: str
+    desired: str
+    observed: str
+
+
+@dataclass(frozen=True, order=True)
+class Refusal:
+    """A change Proxmox cannot make in place (or the request does not allow): asked, and kept instead."""
+
+    field: str
+    asked: str
+    kept: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: asked {self.asked}, kept {self.kept}"
+
+
 @dataclass(frozen=True)
 class Standing:
     """Phase and message for people; applied, healthy and setup apart, for alerts on either."""
@@ -28,6 +49,9 @@ class Standing:
     healthy: bool | None = None
     setup: SetupState | None = None
     output: tuple[str, ...] = ()  # the last lines a failed setup step printed
+    drift: tuple[Drift, ...] = ()  # fields changed by hand in Proxmox (or, while adopting, every difference)
+    refused: tuple[Refusal, ...] = ()  # changes the request asks that are not made
+    flapping: bool = False  # drift came back after corrections: reported, no longer corrected each pass
 
     def same_as(self, other: Standing | None) -> bool:
         """Equal but for the job id: then the older record stands, and its job still explains it."""

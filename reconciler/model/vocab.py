@@ -14,6 +14,7 @@ class Phase(StrEnum):
     FAILED = "Failed"
     INVALID = "Invalid"
     ORPHANED = "Orphaned"
+    DELETED = "Deleted"  # state: absent, and its container is gone
 
     @property
     def failing(self) -> bool:
@@ -27,6 +28,11 @@ class JobType(StrEnum):
     START = "start"
     FIND_ADDRESS = "find-address"
     PROVISION = "provision"
+    UPDATE = "update"
+    MIGRATE = "migrate"
+    STOP = "stop"
+    DESTROY = "destroy"
+    ADOPT = "adopt"
     VALIDATE = "validate"
 
 
@@ -71,6 +77,21 @@ class GuestStatus(StrEnum):
             return cls(str(value))
         except ValueError:
             return cls.UNKNOWN
+
+
+class GuestState(StrEnum):
+    """What a request asks of its guest's existence and power: `present` runs it unless `start: false`."""
+
+    PRESENT = "present"
+    STOPPED = "stopped"
+    ABSENT = "absent"
+
+
+class DriftMode(StrEnum):
+    """What to do with a field changed by hand in Proxmox: put it back, or only report it."""
+
+    CORRECT = "correct"
+    REPORT = "report"
 
 
 class NetworkMode(StrEnum):

@@ -8,15 +8,17 @@ stands: the invalid ones, the ones with work in flight, the ones in place, and t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from reconciler.model.action import Action
 from reconciler.model.desired import Desired, Invalid
 from reconciler.model.observed import Observed
+from reconciler.model.owner import owner_of
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import JobType, Phase
 from reconciler.plan.conflicts import Claims, resolve_clashes
-from reconciler.plan.container import container_rule, orphan
+from reconciler.plan.container import container_rule, drift_of, orphan, unclaimed_creates
+from reconciler.plan.guard import Guard, Held, apply_guard
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Plan:
 
     actions: list[Action] = field(default_factory=list)
     standings: dict[str, Standing] = field(default_factory=dict)
+    held: Held | None = None  # what the mass-change guard held back, if it did
 
 
 def _taken(observed: Observed) -> set[int]:
@@ -71,6 +74,17 @@ def invalid_standing(item: Invalid, observed: Observed) -> Standing:
     )
 
 
+def claims_of(observed: Observed, service_domains: Mapping[str, str | None]) -> Claims:
+    """What exists outside the request files that a request may clash with."""
+    return Claims(
+        service_domains,
+        frozenset(_busy(observed)),
+        observed.foreign_ips,
+        {g.name: g.vmid for g in observed.foreign if g.name},
+        {g.vmid: owner_of(g.tags) for g in observed.guests},
+    )
+
+
 def plan(
     valid: Iterable[Desired],
     invalid: Iterable[Invalid],
@@ -81,36 +95,44 @@ def plan(
     request_names: Iterable[str] = (),
     now: float = 0.0,
     setup_on: bool = False,
+    guard: Guard | None = None,
+    previous: Mapping[str, Standing] | None = None,
+    task_timeout: float = 600.0,
 ) -> Plan:
     """What to do for each valid request, and where every request (and orphaned guest) stands.
 
     request_names are all request files, valid or not: an owned guest whose request file is gone is Orphaned.
     now is the clock the attempts' retry times are read against. setup_on: whether setup in containers runs.
+    guard: the mass-change guard (Guard() when None); previous: the statuses before this pass.
     """
     valid = list(valid)
-    claims = Claims(service_domains or {}, frozenset(_busy(observed)), observed.foreign_ips)
-    kept, refused = resolve_clashes(valid, claims)
+    kept, refused = resolve_clashes(valid, claims_of(observed, service_domains or {}))
     result = Plan()
     for item in sorted([*invalid, *refused], key=lambda i: i.name):
         result.standings[item.name] = invalid_standing(item, observed)
     free = _free(vmids, _taken(observed))
+    unclaimed = unclaimed_creates(observed, vmids)
     for d in sorted(kept, key=lambda d: d.name):
+        drift, flapping = drift_of(d, observed)
         running = observed.in_flight.get(d.name)
         if running is not None:  # never started twice: the job's end brings the next look
-            result.standings[d.name] = running.action.standing(job=running.job_id)
-            continue
-        step = container_rule(d, observed, free, vmids, setup_on)
-        if isinstance(step, Standing):
-            result.standings[d.name] = step
-            continue
-        attempt = observed.attempts.get(d.name)
-        if attempt is not None and attempt.holds(step.job_type, d.revision, now):
-            result.standings[d.name] = attempt.standing
-            continue
-        result.actions.append(step)
-        result.standings[d.name] = step.standing()
+            standing = running.action.standing(job=running.job_id)
+        else:
+            step = container_rule(d, observed, free, vmids, setup_on, unclaimed=unclaimed, task_timeout=task_timeout)
+            attempt = observed.attempts.get(d.name)
+            if isinstance(step, Standing):
+                standing = step
+            elif attempt is not None and attempt.holds(step.job_type, d.revision, now):
+                standing = attempt.standing
+            else:
+                result.actions.append(step)
+                standing = step.standing()
+        if drift and not standing.drift:  # drift is said in every phase, so it never blinks in and out
+            standing = replace(standing, drift=drift, flapping=flapping)
+        result.standings[d.name] = standing
     wanted = set(request_names) | {d.name for d in valid} | set(result.standings)
     for name, guests in sorted(observed.owned.items()):
         if name not in wanted:
             result.standings[name] = orphan(name, guests, observed)
-    return result
+    held = apply_guard(guard or Guard(), result.actions, result.standings, dict(previous or {}), len(observed.owned))
+    return replace(result, held=held)

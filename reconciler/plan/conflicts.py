@@ -24,6 +24,32 @@ class Claims:
     provisioned: frozenset[str] = frozenset()
     # addresses configured on guests the reconciler does not own -> vmid
     foreign_ips: Mapping[IPv4Address, int] = field(default_factory=dict)
+    # names of guests the reconciler does not own -> vmid; and every guest's vmid -> its owner (None: not ours)
+    foreign_names: Mapping[str, int] = field(default_factory=dict)
+    vmids: Mapping[int, str | None] = field(default_factory=dict)
+
+
+def _guest_problems(d: Desired, claims: Claims) -> list[Problem]:
+    """A guest the reconciler does not own (or another request owns) is never taken by a request's VMID or
+    name; only adopt: true may name a guest nobody owns."""
+    problems = []
+    vmid = d.life.vmid
+    if vmid is not None and vmid in claims.vmids:
+        owner = claims.vmids[vmid]
+        if owner is None and not d.life.adopt:
+            problems.append(
+                Problem("vmid", f"{vmid} is taken by a guest the reconciler does not own; adopt: true takes it over")
+            )
+        elif owner is not None and owner != d.name:
+            problems.append(Problem("vmid", f"{vmid} belongs to request {owner}"))
+    taken = claims.foreign_names.get(d.container.hostname)
+    if taken is not None and d.name not in claims.provisioned and not (d.life.adopt and vmid == taken):
+        problems.append(
+            Problem(
+                "hostname", f"{d.container.hostname} is the name of guest {taken}, which the reconciler does not own"
+            )
+        )
+    return problems
 
 
 def _losers(claimants: dict[str, list[Desired]], provisioned: frozenset[str]) -> dict[str, tuple[str, str]]:
@@ -44,7 +70,13 @@ def resolve_clashes(valid: Iterable[Desired], claims: Claims) -> tuple[list[Desi
     extra: dict[str, list[Problem]] = {}
     by_domain: dict[str, list[Desired]] = {}
     by_ip: dict[str, list[Desired]] = {}
+    by_vmid: dict[str, list[Desired]] = {}
     for d in valid:
+        found = _guest_problems(d, claims)
+        if found:
+            extra.setdefault(d.name, []).extend(found)
+        if d.life.vmid is not None:
+            by_vmid.setdefault(str(d.life.vmid), []).append(d)
         if d.domain:
             owner = claims.service_domains.get(d.domain, d.name)
             if owner is None:
@@ -68,6 +100,8 @@ def resolve_clashes(valid: Iterable[Desired], claims: Claims) -> tuple[list[Desi
         extra.setdefault(loser, []).append(Problem("service.domain", f"{domain} is also requested by {winner}"))
     for loser, (ip, winner) in _losers(by_ip, claims.provisioned).items():
         extra.setdefault(loser, []).append(Problem("network.address", f"{ip} is also requested by {winner}"))
+    for loser, (number, winner) in _losers(by_vmid, claims.provisioned).items():
+        extra.setdefault(loser, []).append(Problem("vmid", f"{number} is also requested by {winner}"))
     kept = [d for d in valid if d.name not in extra]
     refused = [Invalid(d.name, d.path, d.revision, tuple(sorted(set(extra[d.name])))) for d in valid if d.name in extra]
     return kept, refused

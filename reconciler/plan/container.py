@@ -1,83 +1,230 @@
-"""The plan rule for a request's LXC container (pure): create, start, find its address, set it up, or say where
-it stands."""
+"""The plan rule for a request's LXC container (pure): create, change, move, start, stop, destroy, adopt, find its
+address, set it up, or say where it stands."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import replace
+from datetime import datetime
 
-from reconciler.model.action import Action, CreateContainer, FindAddress, Provision, StartContainer
+from reconciler.model.action import (
+    Action,
+    AdoptContainer,
+    CreateContainer,
+    DestroyContainer,
+    FindAddress,
+    MigrateContainer,
+    Provision,
+    StartContainer,
+    StopContainer,
+    UpdateContainer,
+)
 from reconciler.model.desired import Desired
 from reconciler.model.observed import Guest, Observed
-from reconciler.model.standing import Standing
-from reconciler.model.vocab import GuestStatus, Phase, ResourceState, SetupState
+from reconciler.model.owner import owner_of
+from reconciler.model.props import flag
+from reconciler.model.standing import Drift, Refusal, Standing
+from reconciler.model.vocab import DriftMode, GuestState, GuestStatus, JobType, Phase, ResourceState, SetupState
+from reconciler.plan.compare import Comparison, compare
+
+FLAP_LIMIT = 3  # drift corrections of one guest within the window before it is called flapping
+FLAP_WINDOW = 3600.0  # seconds
 
 
-def _drift(d: Desired, guest: Guest) -> list[str]:
-    c = d.container
-    out = []
-    if guest.node != c.node:
-        out.append(f"node {guest.node} -> {c.node}")
-    for key, have, want in (
-        ("cores", guest.cores, c.cores),
-        ("memory", guest.memory_mb, c.memory),
-        ("disk", guest.disk_gb, c.disk),
-    ):
-        if have and have != want:
-            out.append(f"{key} {have} -> {want}")
-    return out
+def _standing(
+    d: Desired, phase: Phase, message: str, guest: Guest | None = None, address: str | None = None, **more: object
+) -> Standing:
+    vmid, node = (guest.vmid, guest.node) if guest else (None, None)
+    return replace(Standing(d.name, d.path, phase, message, d.revision, vmid, node, address), **more)  # type: ignore[arg-type]
+
+
+def examine(d: Desired, observed: Observed) -> tuple[Comparison | None, bool]:
+    """How the request's own container differs from it (None when its config is not known), and whether its
+    drift is flapping."""
+    guests = observed.owned.get(d.name, [])
+    if len(guests) != 1:
+        return None, False
+    config = observed.configs.get(guests[0].vmid)
+    if config is None:
+        return None, False
+    flapping = observed.corrections.get(d.name, 0) >= FLAP_LIMIT
+    return compare(d, guests[0], config, observed.applied.get(d.name)), flapping
+
+
+def drift_of(d: Desired, observed: Observed) -> tuple[tuple[Drift, ...], bool]:
+    """The drift a status reports for the request, and whether it is flapping."""
+    if d.life.adopt:
+        return (), False
+    found, flapping = examine(d, observed)
+    drift = found.drift if found is not None else ()
+    return drift, flapping and bool(drift)
+
+
+def unclaimed_creates(observed: Observed, vmids: range) -> list[int]:
+    """Guests in the approved range being created by a task nobody here knows of (a job database lost
+    mid-create): until their task ends and their marker shows, they may be a request's container."""
+    known = {h.vmid for held in observed.held.values() for h in held}
+    known.update(r.action.vmid for r in observed.in_flight.values())
+    return sorted(
+        g.vmid
+        for g in observed.guests
+        if g.lock == "create" and g.vmid in vmids and g.vmid not in known and owner_of(g.tags) is None
+    )
+
+
+def _age(observed: Observed, since: str) -> float:
+    try:
+        return observed.at - datetime.fromisoformat(since).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def container_rule(
-    d: Desired, observed: Observed, free: Iterator[int], vmids: range, setup_on: bool = False
+    d: Desired,
+    observed: Observed,
+    free: Iterator[int],
+    vmids: range,
+    setup_on: bool = False,
+    *,
+    unclaimed: Collection[int] = (),
+    task_timeout: float = 600.0,
 ) -> Action | Standing:
     """The next action for the request's container, or its standing when there is nothing to do.
 
-    setup_on: whether setup inside containers can run (provision.transport is not off).
+    setup_on: whether setup inside containers can run. unclaimed: see unclaimed_creates. task_timeout: how
+    long a create begun before a restart may still be running before the request is Failed.
     """
-
-    def standing(phase: Phase, message: str, guest: Guest | None = None, address: str | None = None) -> Standing:
-        vmid, node = (guest.vmid, guest.node) if guest else (None, None)
-        return Standing(d.name, d.path, phase, message, d.revision, vmid, node, address)
-
     guests = observed.owned.get(d.name, [])
     if len(guests) > 1:
         ids = ", ".join(str(g.vmid) for g in sorted(guests, key=lambda g: g.vmid))
-        return standing(
-            Phase.FAILED, f"containers {ids} all carry the marker of request {d.name}; remove all but one by hand"
+        return _standing(
+            d, Phase.FAILED, f"containers {ids} all carry the marker of request {d.name}; remove all but one by hand"
         )
-    held = observed.container(d.name)
+    if d.life.adopt:
+        return _adopt(d, observed, guests)
     if not guests:
-        pending = observed.by_vmid.get(held.vmid) if held and held.state == ResourceState.CREATING else None
-        if pending is not None and pending.lock == "create":
-            # A create begun before a restart: its guest shows, locked and without tags, until the task ends.
-            return standing(Phase.PROVISIONING, f"create task of container {pending.vmid} still running", pending)
-        vmid = next(free, None)
-        if vmid is None:
-            return standing(Phase.FAILED, f"no free VMID left in the approved range {vmids.start}..{vmids.stop - 1}")
-        return CreateContainer(d, vmid, d.container.node)
+        return _without_guest(d, observed, free, vmids, unclaimed, task_timeout)
     guest = guests[0]
     if guest.lock == "create":
-        return standing(Phase.PROVISIONING, f"container {guest.vmid} is being created", guest)
+        return _standing(d, Phase.PROVISIONING, f"container {guest.vmid} is being created", guest)
+    step = _with_guest(d, observed, guest, setup_on)
+    if guest.lock and not isinstance(step, Standing | FindAddress | Provision):
+        # A backup, snapshot or migration holds the guest: its config cannot change until the lock is gone.
+        intent = observed.intent(d.name)
+        begun = f"; a {intent.action} begun before a restart may still be running" if intent else ""
+        return _standing(
+            d,
+            Phase.PROVISIONING,
+            f"container {guest.vmid} is locked ({guest.lock}){begun}; {step.describe()} waits",
+            guest,
+        )
+    return step
+
+
+def _without_guest(
+    d: Desired, observed: Observed, free: Iterator[int], vmids: range, unclaimed: Collection[int], task_timeout: float
+) -> Action | Standing:
+    held = observed.container(d.name)
+    if held is not None:
+        earlier = observed.by_vmid.get(held.vmid)
+        if earlier is not None and earlier.lock == "create" and held.state == ResourceState.CREATING:
+            # A create begun before a restart: its guest shows, locked and without tags, until the task ends.
+            intent = observed.intent(d.name)
+            if intent is not None and _age(observed, intent.created_at) > task_timeout:
+                return _standing(
+                    d,
+                    Phase.FAILED,
+                    f"the create task of container {earlier.vmid} has run for more than {task_timeout:g} s"
+                    " (proxmox.task_timeout); see its task log in Proxmox",
+                    earlier,
+                )
+            return _standing(d, Phase.PROVISIONING, f"create task of container {earlier.vmid} still running", earlier)
+        if (
+            earlier is not None
+            and earlier.lock is None
+            and owner_of(earlier.tags) is None
+            and earlier.name == d.container.hostname
+        ):
+            return _standing(
+                d,
+                Phase.FAILED,
+                f"container {earlier.vmid} lost its marker (the tags reconciler and reconciler.{d.name});"
+                f" nothing is created meanwhile. Put the tags back, or set adopt: true and vmid: {earlier.vmid}",
+                earlier,
+            )
+    if d.life.state == GuestState.ABSENT:
+        return _standing(d, Phase.DELETED, "no container (state: absent); remove the request file when done")
+    if unclaimed:
+        ids = ", ".join(str(v) for v in unclaimed)
+        return _standing(
+            d,
+            Phase.PENDING,
+            f"waiting: container {ids} in the approved range is being created by a task the job database does not"
+            " know of; new containers wait until its marker shows",
+        )
+    vmid = d.life.vmid if d.life.vmid is not None else next(free, None)
+    if vmid is None:
+        return _standing(d, Phase.FAILED, f"no free VMID left in the approved range {vmids.start}..{vmids.stop - 1}")
+    return CreateContainer(d, vmid, d.container.node)
+
+
+def _with_guest(d: Desired, observed: Observed, guest: Guest, setup_on: bool) -> Action | Standing:
+    config = observed.configs.get(guest.vmid)
+    if d.life.state == GuestState.ABSENT:
+        return _destroy(d, guest, config.get("protection") if config else None)
     settling = d.name in observed.settling
-    if settling and (
-        guest.status == GuestStatus.UNKNOWN or (guest.status != GuestStatus.RUNNING and d.container.start)
-    ):
+    want_running = d.container.start and d.life.state == GuestState.PRESENT
+    if settling and (guest.status == GuestStatus.UNKNOWN or (guest.status != GuestStatus.RUNNING and want_running)):
         # The job that just ended made it; Proxmox's list of guests shows its state some seconds late.
-        return standing(Phase.PROVISIONING, f"waiting for Proxmox to report the state of container {guest.vmid}", guest)
+        return _standing(
+            d, Phase.PROVISIONING, f"waiting for Proxmox to report the state of container {guest.vmid}", guest
+        )
     if guest.status == GuestStatus.UNKNOWN:
-        return standing(Phase.FAILED, f"node {guest.node} is offline: state of container {guest.vmid} unknown", guest)
-    if guest.status != GuestStatus.RUNNING and d.container.start:
+        return _standing(
+            d, Phase.FAILED, f"node {guest.node} is offline: state of container {guest.vmid} unknown", guest
+        )
+    found, flapping = examine(d, observed)
+    if found is not None:
+        if found.refused:
+            return _refused(d, guest, found.refused)
+        if found.move_to is not None:
+            return MigrateContainer(
+                d, guest.vmid, guest.node, target=found.move_to, running=guest.status == GuestStatus.RUNNING
+            )
+        correct = d.life.drift == DriftMode.CORRECT and not flapping
+        changes = found.edits + (found.drift if correct else ())
+        if changes or found.grow_to is not None:
+            return UpdateContainer(
+                d,
+                guest.vmid,
+                guest.node,
+                seen=config,
+                changes=tuple(sorted(changes)),
+                grow_to=found.grow_to,
+                corrects=tuple(sorted(c.field for c in found.drift)) if correct else (),
+            )
+    if d.life.state == GuestState.STOPPED and guest.status == GuestStatus.RUNNING:
+        return StopContainer(d, guest.vmid, guest.node)
+    if guest.status != GuestStatus.RUNNING and want_running:
         return StartContainer(d, guest.vmid, guest.node)
+    return _in_place(d, observed, guest, setup_on, found, flapping)
+
+
+def _in_place(
+    d: Desired, observed: Observed, guest: Guest, setup_on: bool, found: Comparison | None, flapping: bool
+) -> Action | Standing:
+    held = observed.container(d.name)
     known = held.address if held is not None and held.vmid == guest.vmid else None
     address = str(d.static_ip) if d.static_ip is not None else known
     if address is None and guest.status == GuestStatus.RUNNING:
         return FindAddress(d, guest.vmid, guest.node)
     message = f"container {guest.vmid} {guest.status} on {guest.node}"
-    drift = _drift(d, guest)
-    if drift:
-        message += "; differs from the request (not changed automatically): " + ", ".join(drift)
-    ready = replace(standing(Phase.READY, message, guest, address), applied=True)
+    if d.life.state == GuestState.STOPPED:
+        message += " (state: stopped)"
+    if found is not None and found.drift:
+        why = "flapping: it came back after corrections" if flapping else "drift: report"
+        message += f"; {len(found.drift)} field(s) changed by hand, not corrected ({why})"
+    ready = replace(_standing(d, Phase.READY, message, guest, address), applied=True)
     steps = len(d.setup.steps)
     if not setup_on:
         return replace(
@@ -91,8 +238,71 @@ def container_rule(
         done = f"{message}; set up ({steps} steps" + (f", {health} answers)" if health else ")")
         return replace(ready, message=done, healthy=True, setup=SetupState.DONE, job=record.job_id)
     if guest.status != GuestStatus.RUNNING:
-        return replace(ready, message=f"{message}; setup waits until it runs (start: false)", setup=SetupState.WAITING)
+        why = "state: stopped" if d.life.state == GuestState.STOPPED else "start: false"
+        return replace(ready, message=f"{message}; setup waits until it runs ({why})", setup=SetupState.WAITING)
     return Provision(d, guest.vmid, guest.node, found_address=known)
+
+
+def _destroy(d: Desired, guest: Guest, protection: str | None) -> Action | Standing:
+    if d.container.protected:
+        return _standing(
+            d,
+            Phase.FAILED,
+            f"container {guest.vmid} not destroyed: the request sets protected: true, which blocks destruction;"
+            " set protected: false to let state: absent destroy it",
+            guest,
+            refused=(Refusal("state", "absent", "present (protected: true)"),),
+        )
+    if flag(protection) == "1":
+        # protected: false clears Proxmox's flag first; the destroy follows on the next pass.
+        return UpdateContainer(d, guest.vmid, guest.node, changes=(Drift("protection", "0", "1"),))
+    if guest.status == GuestStatus.UNKNOWN:
+        return _standing(
+            d, Phase.FAILED, f"node {guest.node} is offline: container {guest.vmid} cannot be destroyed now", guest
+        )
+    return DestroyContainer(d, guest.vmid, guest.node)
+
+
+def _refused(d: Desired, guest: Guest, refused: tuple[Refusal, ...]) -> Standing:
+    said = "; ".join(str(r) for r in refused)
+    return _standing(
+        d,
+        Phase.FAILED,
+        f"cannot change container {guest.vmid} as asked: {said}; nothing was changed",
+        guest,
+        refused=refused,
+    )
+
+
+def _adopt(d: Desired, observed: Observed, guests: list[Guest]) -> Action | Standing:
+    vmid = d.life.vmid
+    assert vmid is not None  # validation: adopt needs a vmid
+    if guests and guests[0].vmid != vmid:
+        return _standing(
+            d, Phase.FAILED, f"request already owns container {guests[0].vmid}; adopt names {vmid}", guests[0]
+        )
+    target = observed.by_vmid.get(vmid)
+    if target is None:
+        return _standing(d, Phase.FAILED, f"no guest {vmid} to adopt")
+    if target.type != "lxc":
+        return _standing(d, Phase.FAILED, f"guest {vmid} is a VM; only containers can be adopted", target)
+    owner = owner_of(target.tags)
+    if owner not in (None, d.name):
+        return _standing(d, Phase.FAILED, f"guest {vmid} already belongs to request {owner}", target)
+    config = observed.configs.get(vmid)
+    if config is None:
+        return _standing(d, Phase.PENDING, f"reading the config of guest {vmid} to adopt it", target)
+    if owner is None:
+        return AdoptContainer(d, vmid, target.node, seen=config)
+    diffs = compare(d, target, config, None).everything
+    if diffs:
+        message = (
+            f"container {vmid} adopted on {target.node}: {len(diffs)} difference(s) from the request, reported and"
+            " not applied; remove adopt: true to apply them"
+        )
+    else:
+        message = f"container {vmid} adopted on {target.node}: it matches the request; remove adopt: true"
+    return _standing(d, Phase.READY, message, target, drift=diffs, applied=not diffs)
 
 
 def orphan(name: str, guests: list[Guest], observed: Observed) -> Standing:
@@ -103,9 +313,12 @@ def orphan(name: str, guests: list[Guest], observed: Observed) -> Standing:
         name,
         f"{name} (removed)",
         Phase.ORPHANED,
-        f"request file removed; container {ids} left as it is (remove it by hand if it should go)",
+        f"request file removed; container {ids} left as it is (to destroy it, restore the file with state: absent)",
         None,
         guests[0].vmid,
         guests[0].node,
         held.address if held else None,
     )
+
+
+DESTRUCTIVE = (JobType.DESTROY, JobType.STOP)

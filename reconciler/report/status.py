@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 
-from reconciler.model.standing import Standing
+from reconciler.model.standing import Drift, Refusal, Standing
 from reconciler.model.vocab import Phase, SetupState
 from reconciler.parse import dump_yaml, load_yaml
 
@@ -24,11 +24,18 @@ def render(standing: Standing) -> str:
     doc: dict[str, object] = {"apiVersion": "reconciler/v1", "kind": "Status", **asdict(standing)}
     doc["phase"] = str(standing.phase)
     doc["setup"] = str(standing.setup) if standing.setup is not None else None
-    for key, items in (("problems", standing.problems), ("output", standing.output)):
+    for key, items in (
+        ("problems", standing.problems),
+        ("output", standing.output),
+        ("drift", standing.drift),
+        ("refused", standing.refused),
+    ):
         if items:  # lists only where there is something to say
-            doc[key] = list(items)
+            doc[key] = [asdict(i) if is_dataclass(i) else i for i in items]
         else:
             del doc[key]
+    if not standing.flapping:
+        del doc["flapping"]
     return HEADER.format(path=standing.request) + dump_yaml(doc)
 
 
@@ -47,12 +54,15 @@ def parse(text: bytes) -> Standing | None:
     for key in ("problems", "output"):
         if isinstance(fields.get(key), list):
             fields[key] = tuple(fields[key])
+    for key, kind in (("drift", Drift), ("refused", Refusal)):
+        if isinstance(fields.get(key), list):
+            fields[key] = tuple(kind(**{k: str(v) for k, v in item.items()}) for item in fields[key])
     try:
         fields["phase"] = Phase(str(fields.get("phase")))
         if fields.get("setup") is not None:
             fields["setup"] = SetupState(str(fields["setup"]))
         return Standing(**fields)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         return None
 
 

@@ -1,0 +1,138 @@
+"""What a request owns of its container's config, compared with what Proxmox holds (pure).
+
+Both sides go through the same normal form (model.props), so a fresh create compares equal. A difference is
+an edit when Proxmox still holds the value the reconciler last wrote (the request changed), and drift when
+it does not (someone changed the guest by hand).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from reconciler.model.desired import Desired
+from reconciler.model.guest import GuestConfig
+from reconciler.model.observed import Applied, Guest
+from reconciler.model.owner import profile_of, tags_for
+from reconciler.model.props import flag, normal_tags, size_gb, split_props
+from reconciler.model.standing import Drift, Refusal
+from reconciler.model.vocab import GuestState
+
+# Changed in place with PUT .../config; disk grows with PUT .../resize.
+CONFIG_FIELDS = (
+    "hostname",
+    "cores",
+    "memory",
+    "swap",
+    "description",
+    "tags",
+    "onboot",
+    "protection",
+    "net0",
+    "features.nesting",
+)
+NET_KEYS = ("name", "bridge", "ip", "gw", "tag")  # what a request says of its network device; the rest is left
+
+
+def _net_normal(props: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={props[k]}" for k in NET_KEYS if k in props)
+
+
+def wanted(d: Desired) -> dict[str, str]:
+    """The owned config fields as the request wants them, in normal form."""
+    c = d.container
+    return {
+        "hostname": c.hostname,
+        "cores": str(c.cores),
+        "memory": str(c.memory),
+        "swap": str(c.swap),
+        "description": c.description.rstrip(),
+        "tags": normal_tags([*tags_for(d.name, d.monitoring), *c.tags]),
+        "onboot": "1" if c.start and d.life.state == GuestState.PRESENT else "0",
+        "protection": "1" if c.protected else "0",
+        "net0": _net_normal(c.network.owned_props()),
+        "features.nesting": "1" if c.nesting else "0",
+    }
+
+
+def seen(config: GuestConfig) -> dict[str, str]:
+    """The owned config fields as Proxmox holds them, in normal form (its defaults where a key is absent)."""
+    v = config.values
+    net = split_props(v.get("net0"))
+    return {
+        "hostname": v.get("hostname", ""),
+        "cores": v.get("cores", ""),
+        "memory": v.get("memory", "512"),
+        "swap": v.get("swap", "512"),
+        "description": (v.get("description") or "").rstrip(),
+        "tags": normal_tags(v.get("tags", "").replace(",", ";").replace(" ", ";").split(";")),
+        "onboot": flag(v.get("onboot")),
+        "protection": flag(v.get("protection")),
+        "net0": _net_normal(net),
+        "features.nesting": flag(split_props(v.get("features")).get("nesting")),
+    }
+
+
+def disk_gb(config: GuestConfig) -> int | None:
+    return size_gb(split_props(config.values.get("rootfs")).get("size"))
+
+
+def storage_of(config: GuestConfig) -> str | None:
+    volume = split_props(config.values.get("rootfs")).get("", "")
+    return volume.split(":", 1)[0] if ":" in volume else None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every way a request's container differs from it, sorted into what happens to each."""
+
+    edits: tuple[Drift, ...] = ()  # changed in Git: applied
+    drift: tuple[Drift, ...] = ()  # changed by hand: reported, and corrected unless drift: report
+    grow_to: int | None = None  # a larger disk the request asks (GB)
+    move_to: str | None = None  # another node, with migrate: true
+    refused: tuple[Refusal, ...] = ()  # what cannot change in place, or needs a flag the request lacks
+
+    @property
+    def everything(self) -> tuple[Drift, ...]:
+        """Each difference as (field, desired, observed): what adoption reports."""
+        out = list(self.edits) + list(self.drift)
+        out += [Drift(r.field, r.asked, r.kept) for r in self.refused]
+        if self.grow_to is not None:
+            out.append(Drift("disk", f"{self.grow_to}G", "smaller"))
+        return tuple(sorted(out))
+
+
+def compare(d: Desired, guest: Guest, config: GuestConfig, applied: Applied | None) -> Comparison:
+    """How the container differs from the request; applied tells an edit from drift."""
+    c = d.container
+    want, have = wanted(d), seen(config)
+    last = applied.fields if applied is not None and applied.vmid == guest.vmid else {}
+    edits: list[Drift] = []
+    drift: list[Drift] = []
+    for name in CONFIG_FIELDS:
+        if want[name] == have[name]:
+            continue
+        item = Drift(name, want[name], have[name])
+        (edits if last.get(name) == have[name] else drift).append(item)
+    refused: list[Refusal] = []
+    grow_to = None
+    size = disk_gb(config)
+    if size is not None and c.disk > size:
+        grow_to = c.disk
+    elif size is not None and c.disk < size:
+        refused.append(Refusal("resources.disk", f"{c.disk} GB", f"{size} GB (a disk cannot shrink)"))
+    storage = storage_of(config)
+    if storage is not None and storage != c.storage:
+        refused.append(Refusal("storage", c.storage, f"{storage} (a container cannot change storage in place)"))
+    made_with = profile_of(config.values.get("description"))
+    if made_with is not None and made_with != d.profile:
+        refused.append(
+            Refusal("profile", d.profile, f"{made_with} (another profile means another template: make a new request)")
+        )
+    move_to = None
+    if guest.node and guest.node != c.node:
+        if d.life.migrate:
+            move_to = c.node
+        else:
+            refused.append(Refusal("node", c.node, f"{guest.node} (set migrate: true to move it)"))
+    return Comparison(tuple(edits), tuple(drift), grow_to, move_to, tuple(refused))
