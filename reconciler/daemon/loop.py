@@ -28,7 +28,7 @@ from reconciler.daemon.triggers import Triggers
 from reconciler.daemon.watch import start_watching
 from reconciler.desired.profile import builtin_profiles_dir
 from reconciler.logs import register_secret
-from reconciler.model.errors import ConfigError, GitError, ProxmoxError
+from reconciler.model.errors import ConfigError, GitError, ProxmoxError, StateError
 from reconciler.model.vocab import Phase
 from reconciler.runtime import Runtime, build_reconciler, open_runtime
 
@@ -254,6 +254,9 @@ class Daemon:
             self.health.proxmox_ok = False
             self._failed(str(exc), began)
             return None
+        except StateError as exc:  # the job database locked by another process: the next pass tries again
+            self._failed(str(exc), began)
+            return None
         except Exception as exc:  # a bug must not end the daemon: say it, and try again next time
             log.exception("cycle failed")
             self._failed(f"{type(exc).__name__}: {exc}", began)
@@ -263,7 +266,7 @@ class Daemon:
         seconds = self.clock() - began
         self.metrics.cycles.labels("success").inc()
         self.metrics.cycle_seconds.observe(seconds)
-        self.metrics.standings(report.statuses)
+        self.metrics.standings(report.statuses, held=report.decision.plan.held is not None)
         self.metrics.backoff.set(runtime.runner.in_backoff())
         self.metrics.last_success.set(time.time())
         if report.revision:

@@ -6,7 +6,12 @@ reconciler_requests{phase="Ready|Failed|..."}
 reconciler_requests_unhealthy (status healthy: false: setup or its health check failed)
 reconciler_requests_not_applied (status applied: false: the container is not, or not yet, as asked)
 reconciler_requests_in_backoff
-reconciler_jobs_total{type="create|start|find-address|provision|validate", result="succeeded|failed"}
+reconciler_requests_drifted (status lists drift: fields of the guest changed by hand in Proxmox)
+reconciler_requests_flapping (drift that came back after corrections: reported, no longer corrected each pass)
+reconciler_requests_refused (status lists refused: a change that cannot be made in place, nothing changed)
+reconciler_mass_change_held (1 while the mass-change guard holds destroys, stops and orphans back)
+reconciler_jobs_total{type="create|start|find-address|provision|update|migrate|stop|destroy|adopt|validate",
+    result="succeeded|failed"}
 reconciler_job_duration_seconds{type} (histogram)
 reconciler_proxmox_requests_total{method, status}
 reconciler_git_failures_total{operation="fetch|commit|push|read history"}
@@ -55,6 +60,26 @@ class Metrics:
         self.not_applied = Gauge(
             "reconciler_requests_not_applied",
             "Requests whose container is not (yet) as asked (status applied: false).",
+            registry=r,
+        )
+        self.drifted = Gauge(
+            "reconciler_requests_drifted",
+            "Requests whose guest has fields changed by hand in Proxmox (status drift).",
+            registry=r,
+        )
+        self.flapping = Gauge(
+            "reconciler_requests_flapping",
+            "Requests whose drift came back after corrections; no longer corrected each pass.",
+            registry=r,
+        )
+        self.refused = Gauge(
+            "reconciler_requests_refused",
+            "Requests asking a change that cannot be made in place (status refused); nothing was changed.",
+            registry=r,
+        )
+        self.mass_change_held = Gauge(
+            "reconciler_mass_change_held",
+            "1 while the mass-change guard holds destroys, stops and orphans back until the operator confirms.",
             registry=r,
         )
         self.backoff = Gauge(
@@ -113,12 +138,16 @@ class Metrics:
     def proxmox_request(self, method: str, status: str) -> None:
         self.proxmox.labels(method, status).inc()
 
-    def standings(self, statuses: Mapping[str, Standing]) -> None:
-        """Requests by phase, and how many are not applied or not healthy, after a pass."""
+    def standings(self, statuses: Mapping[str, Standing], held: bool = False) -> None:
+        """Requests by phase, and how many are not applied, not healthy, drifted or refused, after a pass."""
         for phase in Phase:
             self.requests.labels(phase).set(sum(1 for s in statuses.values() if s.phase == phase))
         self.unhealthy.set(sum(1 for s in statuses.values() if s.healthy is False))
         self.not_applied.set(sum(1 for s in statuses.values() if s.applied is False))
+        self.drifted.set(sum(1 for s in statuses.values() if s.drift))
+        self.flapping.set(sum(1 for s in statuses.values() if s.flapping))
+        self.refused.set(sum(1 for s in statuses.values() if s.refused))
+        self.mass_change_held.set(1 if held else 0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
