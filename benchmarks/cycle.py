@@ -56,8 +56,9 @@ def requests(count: int, static: bool) -> dict[str, bytes]:
     return files
 
 
-def scenario(root: Path, files: dict[str, bytes], vmids: int) -> tuple[float, float, float, int, int]:
-    """(first pass s, `once` s, median no-op pass s, API calls of a no-op pass, containers) for one repo."""
+def scenario(root: Path, files: dict[str, bytes], vmids: int) -> tuple[float, float, float, int, int, float, int]:
+    """(first pass s, `once` s, median no-op pass s, API calls of a no-op pass, containers, s and calls of a
+    no-op pass that reads every owned guest's config again for drift) for one repo."""
     pve = new_fake(NODES)
     secret = secrets.token_urlsafe(24)
     add_token(pve, TOKEN_ID, secret, REQUIRED_PRIVILEGES)
@@ -82,7 +83,14 @@ def scenario(root: Path, files: dict[str, bytes], vmids: int) -> tuple[float, fl
                 calls.append(len(pve.requests) - before)
                 assert report.commit is None and not report.started
             assert len(set(calls)) == 1
-            return first_pass, first_s, statistics.median(times), calls[0], len(pve.cts)
+            runtime.reconciler.configs.refresh = 0  # as when proxmox.config_refresh has passed for every guest
+            before = len(pve.requests)
+            began = time.perf_counter()
+            report = runtime.reconciler.cycle()
+            reread = time.perf_counter() - began
+            assert report.commit is None and not report.started
+            reread_calls = len(pve.requests) - before
+            return first_pass, first_s, statistics.median(times), calls[0], len(pve.cts), reread, reread_calls
         finally:
             runtime.close()
 
@@ -96,13 +104,16 @@ def main() -> int:
     print(f"python {sys.version.split()[0]}, git {git.Git().version_info}, {os.cpu_count()} cores")
     for count in (args.requests // 10, args.requests):
         with tempfile.TemporaryDirectory() as tmp:
-            _, first, noop, calls, cts = scenario(Path(tmp), requests(count, static=False), count + 10)
+            _, first, noop, calls, cts, reread, reread_calls = scenario(
+                Path(tmp), requests(count, static=False), count + 10
+            )
         print(
             f"(a) {count:>5} requests in place, nothing to do: {noop * 1000:7.1f} ms per pass (median of 5),"
-            f" {calls} Proxmox API call(s); `once` created {cts} containers in {first:.1f} s"
+            f" {calls} Proxmox API call(s); `once` created {cts} containers in {first:.1f} s;"
+            f" a pass re-reading every config for drift: {reread * 1000:.0f} ms, {reread_calls} calls"
         )
     with tempfile.TemporaryDirectory() as tmp:
-        first_pass, first, _, _, cts = scenario(Path(tmp), requests(args.create, static=True), args.create + 10)
+        first_pass, first, _, _, cts, _, _ = scenario(Path(tmp), requests(args.create, static=True), args.create + 10)
     print(
         f"(b) creating {cts} containers across {len(NODES)} nodes from scratch: {first:.2f} s until all Ready"
         f" (every pass: fetch, plan, jobs, status and Caddy files, commit, push); first pass {first_pass:.2f} s"

@@ -53,7 +53,12 @@ def apply_guard(
     """
     destroys = [a for a in actions if isinstance(a, DestroyContainer)]
     stops = [a for a in actions if isinstance(a, StopContainer)]
-    orphans = [n for n, s in standings.items() if s.phase == Phase.ORPHANED]
+    # Only a new orphan is a change: one already reported Orphaned by an earlier pass is not counted again.
+    orphans = [
+        n
+        for n, s in standings.items()
+        if s.phase == Phase.ORPHANED and (n not in previous or previous[n].phase != Phase.ORPHANED)
+    ]
     affected = len(destroys) + len(stops) + len(orphans)
     if not guard.trips(affected, owned) or guard.confirmed_now:
         return None
