@@ -92,10 +92,6 @@ def check_site(request: Request, site: SiteConfig) -> list[Problem]:
         value, allowed = getattr(request.resources, key), getattr(site.limits, key)
         if value not in allowed:
             problems.append(Problem(f"resources.{key}", f"{value} is outside the approved range {allowed}"))
-    vmids = site.vmid_range
-    if request.vmid is not None and not request.adopt and not vmids.low <= request.vmid <= vmids.high:
-        # Only an adopted guest may live outside the range the reconciler creates in.
-        problems.append(Problem("vmid", f"{request.vmid} is outside the approved range {vmids.low}..{vmids.high}"))
     return problems + _check_network(request, site)
 
 

@@ -74,7 +74,7 @@ def invalid_standing(item: Invalid, observed: Observed) -> Standing:
     )
 
 
-def claims_of(observed: Observed, service_domains: Mapping[str, str | None]) -> Claims:
+def claims_of(observed: Observed, service_domains: Mapping[str, str | None], vmids: range) -> Claims:
     """What exists outside the request files that a request may clash with."""
     return Claims(
         service_domains,
@@ -82,6 +82,7 @@ def claims_of(observed: Observed, service_domains: Mapping[str, str | None]) -> 
         observed.foreign_ips,
         {g.name: g.vmid for g in observed.foreign if g.name},
         {g.vmid: owner_of(g.tags) for g in observed.guests},
+        vmids,
     )
 
 
@@ -106,7 +107,7 @@ def plan(
     guard: the mass-change guard (Guard() when None); previous: the statuses before this pass.
     """
     valid = list(valid)
-    kept, refused = resolve_clashes(valid, claims_of(observed, service_domains or {}))
+    kept, refused = resolve_clashes(valid, claims_of(observed, service_domains or {}, vmids))
     result = Plan()
     for item in sorted([*invalid, *refused], key=lambda i: i.name):
         result.standings[item.name] = invalid_standing(item, observed)

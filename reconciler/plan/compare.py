@@ -113,7 +113,10 @@ def compare(d: Desired, guest: Guest, config: GuestConfig, applied: Applied | No
         if want[name] == have[name]:
             continue
         item = Drift(name, want[name], have[name])
-        (edits if last.get(name) == have[name] else drift).append(item)
+        # An edit: Proxmox still holds what was last written, or the request now asks something else than
+        # what was last written (then it is applied even over a hand change, whatever `drift` says).
+        asked_anew = name in last and last[name] != want[name]
+        (edits if last.get(name) == have[name] or asked_anew else drift).append(item)
     refused: list[Refusal] = []
     grow_to = None
     size = disk_gb(config)

@@ -27,6 +27,8 @@ class Claims:
     # names of guests the reconciler does not own -> vmid; and every guest's vmid -> its owner (None: not ours)
     foreign_names: Mapping[str, int] = field(default_factory=dict)
     vmids: Mapping[int, str | None] = field(default_factory=dict)
+    # the approved VMID range: a request may name a VMID outside it only to adopt a guest (or keep one adopted)
+    vmid_range: range | None = None
 
 
 def _guest_problems(d: Desired, claims: Claims) -> list[Problem]:
@@ -34,6 +36,12 @@ def _guest_problems(d: Desired, claims: Claims) -> list[Problem]:
     name; only adopt: true may name a guest nobody owns."""
     problems = []
     vmid = d.life.vmid
+    allowed = claims.vmid_range
+    if vmid is not None and allowed is not None and vmid not in allowed:
+        if not d.life.adopt and claims.vmids.get(vmid) != d.name:
+            problems.append(
+                Problem("vmid", f"{vmid} is outside the approved range {allowed.start}..{allowed.stop - 1}")
+            )
     if vmid is not None and vmid in claims.vmids:
         owner = claims.vmids[vmid]
         if owner is None and not d.life.adopt:

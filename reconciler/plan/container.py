@@ -141,7 +141,7 @@ def _without_guest(
             return _standing(d, Phase.PROVISIONING, f"create task of container {earlier.vmid} still running", earlier)
         if (
             earlier is not None
-            and earlier.lock is None
+            and earlier.lock != "create"  # a backup or migration lock hides nothing: the marker is gone
             and owner_of(earlier.tags) is None
             and earlier.name == d.container.hostname
         ):
