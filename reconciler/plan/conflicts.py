@@ -37,11 +37,9 @@ def _guest_problems(d: Desired, claims: Claims) -> list[Problem]:
     problems = []
     vmid = d.life.vmid
     allowed = claims.vmid_range
-    if vmid is not None and allowed is not None and vmid not in allowed:
-        if not d.life.adopt and claims.vmids.get(vmid) != d.name:
-            problems.append(
-                Problem("vmid", f"{vmid} is outside the approved range {allowed.start}..{allowed.stop - 1}")
-            )
+    outside = vmid is not None and allowed is not None and vmid not in allowed
+    if outside and allowed is not None and not d.life.adopt and claims.vmids.get(vmid or 0) != d.name:
+        problems.append(Problem("vmid", f"{vmid} is outside the approved range {allowed.start}..{allowed.stop - 1}"))
     if vmid is not None and vmid in claims.vmids:
         owner = claims.vmids[vmid]
         if owner is None and not d.life.adopt:
