@@ -21,6 +21,6 @@ def adopt_container(action: AdoptContainer, job: JobContext) -> str:
     with job.intent(JobType.ADOPT, vmid, node, d.name):
         # The digest: a guest changed since the plan read it is read and planned again, never overwritten.
         job.pve.update_config(node, vmid, {"tags": tags}, [], seen.digest)
-    job.store.hold(d.name, ResourceKind.LXC, str(vmid), node, ResourceState.CREATED, job.job_id)
-    job.store.record_applied(d.name, vmid, {**seen_fields(seen), "tags": tags}, job.job_id)
+    job.record(lambda: job.store.hold(d.name, ResourceKind.LXC, str(vmid), node, ResourceState.CREATED, job.job_id))
+    job.record(lambda: job.store.record_applied(d.name, vmid, {**seen_fields(seen), "tags": tags}, job.job_id))
     return f"container {vmid} on {node} adopted: marker written ({tags}); nothing else changed"

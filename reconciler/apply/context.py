@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -14,9 +14,26 @@ from reconciler.config import ProxmoxConfig
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox, TaskFailed
 from reconciler.gateways.sqlite import JobStore
-from reconciler.model.errors import ProxmoxError, SetupError
+from reconciler.model.errors import ProxmoxError, SetupError, StateError
 from reconciler.model.owner import owner_of
 from reconciler.model.vocab import GuestStatus, JobType
+
+T = TypeVar("T")
+
+
+def patiently(write: Callable[[], T], abort: Callable[[], str | None], warn: Callable[[str], None]) -> T:
+    """A write to the job database, tried again while another process holds it (each try waits
+    state.busy_timeout): work already done in Proxmox is recorded late, never failed for a busy database."""
+    warned = False
+    while True:
+        try:
+            return write()
+        except StateError as exc:
+            if not exc.temporary or abort() is not None:
+                raise
+            if not warned:
+                warn(f"{exc.reason}; waiting for it")
+                warned = True
 
 
 @dataclass(frozen=True)
@@ -32,17 +49,27 @@ class Tools:
 class JobLog:
     """The log of one job: every line goes to SQLite and to the structured log, with request and job id."""
 
-    def __init__(self, store: JobStore, job_id: int, request: str, job_type: str) -> None:
+    def __init__(
+        self, store: JobStore, job_id: int, request: str, job_type: str, abort: Callable[[], str | None] = lambda: None
+    ) -> None:
         self.store = store
         self.job_id = job_id
+        self.abort = abort
         self.log = structlog.get_logger("reconciler.job").bind(request=request, job_id=job_id, job=job_type)
 
+    def _write(self, level: str, message: str) -> None:
+        patiently(lambda: self.store.log(self.job_id, level, message), self.abort, self.log.warning)
+
     def info(self, message: str, **context: Any) -> None:
-        self.store.log(self.job_id, "info", message)
+        self._write("info", message)
         self.log.info(message, **context)
 
+    def warning(self, message: str, **context: Any) -> None:
+        self._write("warning", message)
+        self.log.warning(message, **context)
+
     def error(self, message: str, **context: Any) -> None:
-        self.store.log(self.job_id, "error", message)
+        self._write("error", message)
         self.log.error(message, **context)
 
 
@@ -59,6 +86,10 @@ class JobContext:
     @property
     def pve(self) -> Proxmox:
         return self.tools.pve
+
+    def record(self, write: Callable[[], T]) -> T:
+        """A write to the job database after Proxmox changed something: waited out while the database is busy."""
+        return patiently(write, self.abort, self.log.log.warning)
 
     def owned_state(self, node: str, vmid: int, request: str) -> GuestStatus:
         """The container's power state, after checking it still carries the request's marker.
@@ -83,12 +114,12 @@ class JobContext:
             result = self.pve.wait_task(node, upid, timeout, step, abort=self.abort)
         except TaskFailed as exc:
             for line in exc.log:
-                self.store.log(self.job_id, "error", f"task log: {line}")
+                self.log.error(f"task log: {line}")
             raise
         if result.exitstatus != "OK":
             self.log.info(f"{step} task ended with {result.exitstatus}")
         for line in result.warnings:
-            self.store.log(self.job_id, "warning", f"task log: {line}")
+            self.log.warning(f"task log: {line}")
         if vmid is not None:
             # The next step would be refused while Proxmox still holds the guest's lock from this task.
             self.pve.wait_unlocked(node, vmid, timeout, step, abort=self.abort)
@@ -100,8 +131,15 @@ class JobContext:
         A crash leaves it unsettled: the next pass looks at the cluster to learn what happened.
         """
         intent_id = self.store.intend(request, vmid, node, action, self.job_id)
-        yield
-        self.store.settle(intent_id)
+        try:
+            yield
+        except ProxmoxError as exc:
+            # Proxmox answered (a refusal, a failed task): nothing is left unknown. No answer, or a task still
+            # running at its timeout, leaves the intent for the next pass to resolve by looking.
+            if exc.status is not None or isinstance(exc, TaskFailed):
+                self.record(lambda: self.store.settle(intent_id))
+            raise
+        self.record(lambda: self.store.settle(intent_id))
 
     def poll(self, timeout: float, look: Callable[[], str | None]) -> str | None:
         """Call look until it finds something, backing off up to 2 s, for at most timeout seconds."""

@@ -40,8 +40,9 @@ def create_container(action: CreateContainer, job: JobContext) -> str:
             job.store.forget(d.name)  # its hold on the refused VMID
             vmid = _another(job, vmid)
             job.log.info(f"{exc.reason}: choosing again, VMID {vmid}")
-    job.store.hold(d.name, ResourceKind.LXC, str(vmid), node, ResourceState.CREATED, job.job_id)
-    job.store.record_applied(d.name, vmid, wanted(d), job.job_id)
+    made = vmid
+    job.record(lambda: job.store.hold(d.name, ResourceKind.LXC, str(made), node, ResourceState.CREATED, job.job_id))
+    job.record(lambda: job.store.record_applied(d.name, made, wanted(d), job.job_id))
     if features:
         job.set_node_features(node, vmid, features)
         if start:

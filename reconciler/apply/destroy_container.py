@@ -19,5 +19,5 @@ def destroy_container(action: DestroyContainer, job: JobContext) -> str:
         if running:
             job.task("shutdown", node, lambda: job.pve.shutdown(node, vmid, timeout), vmid=vmid)
         job.task("destroy", node, lambda: job.pve.destroy(node, vmid))
-    job.store.forget(d.name)
+    job.record(lambda: job.store.forget(d.name))
     return f"container {vmid} destroyed on {node} with its volumes (state: absent)"

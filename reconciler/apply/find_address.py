@@ -34,6 +34,8 @@ def find_address(action: FindAddress, job: JobContext) -> str:
     if address is None:
         raise NoAddressYet(timeout)
     # A container found running without an inventory entry (adopted after a lost database) gets one here.
-    job.store.hold(name, ResourceKind.LXC, str(vmid), node, ResourceState.CREATED, job.job_id, address)
+    job.record(
+        lambda: job.store.hold(name, ResourceKind.LXC, str(vmid), node, ResourceState.CREATED, job.job_id, address)
+    )
     job.log.info(f"DHCP address {address}")
     return f"container {vmid} running on {node} at {address}"

@@ -13,5 +13,5 @@ def migrate_container(action: MigrateContainer, job: JobContext) -> str:
     with job.intent(JobType.MIGRATE, vmid, node, d.name):
         job.task("migrate", node, lambda: job.pve.migrate(node, vmid, target, restart=running))
         job.pve.wait_unlocked(target, vmid, job.tools.proxmox.task_timeout, "migrate", abort=job.abort)
-    job.store.hold(d.name, ResourceKind.LXC, str(vmid), target, ResourceState.CREATED, job.job_id)
+    job.record(lambda: job.store.hold(d.name, ResourceKind.LXC, str(vmid), target, ResourceState.CREATED, job.job_id))
     return f"container {vmid} moved from {node} to {target}" + (" (restarted)" if running else "")

@@ -31,6 +31,6 @@ def provision(action: Provision, job: JobContext) -> str:
         if outcome.status != 0:
             last = next((line for line in reversed(outcome.tail) if line.strip()), "no output")
             raise SetupError(name, f"exit status {outcome.status}: {last}", outcome.tail[-OUTPUT_LINES:])
-    job.store.record_setup(d.name, vmid, d.setup.digest, job.job_id)
+    job.record(lambda: job.store.record_setup(d.name, vmid, d.setup.digest, job.job_id))
     health = d.service.health if d.service else None
     return f"container {vmid} set up: {len(steps)} steps" + (f"; {health} answers" if health else "")

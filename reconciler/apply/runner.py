@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from reconciler.apply.context import JobContext, JobLog, Tools
+from reconciler.apply.context import JobContext, JobLog, Tools, patiently
 from reconciler.apply.registry import execute
 from reconciler.config import Config
 from reconciler.gateways.sqlite import JobStore
@@ -250,8 +250,12 @@ class Runner:
     def _execute(self, job: _Job) -> Attempt | None:
         """Run the job's executor and record how it ended; the failed attempt, or None when it succeeded."""
         action = job.action
-        job_log = JobLog(self.store, job.job_id, action.name, action.job_type)
-        self.store.start_job(job.job_id)
+        job_log = JobLog(self.store, job.job_id, action.name, action.job_type, self._abort)
+
+        def record(write: Callable[[], None]) -> None:
+            patiently(write, self._abort, job_log.log.warning)
+
+        record(lambda: self.store.start_job(job.job_id))
         job_log.info(action.describe())
         try:
             summary = execute(action, JobContext(job.job_id, job_log, self.store, job.tools, self._abort))
@@ -259,17 +263,17 @@ class Runner:
             step, reason = getattr(exc, "step", action.job_type.value), getattr(exc, "reason", str(exc))
             attempt = self._failed(job, f"{step} failed: {reason}", exc.temporary, getattr(exc, "output", ()))
             job_log.error(f"{step} failed: {reason}", step=step, temporary=exc.temporary)
-            self.store.finish_job(job.job_id, False, attempt.standing.message, error=reason)
+            record(lambda: self.store.finish_job(job.job_id, False, attempt.standing.message, error=reason))
             return attempt
         except Exception as exc:  # a bug must fail this job, not the daemon
             error = f"{type(exc).__name__}: {exc}"
             job_log.log.exception("internal error")
-            self.store.log(job.job_id, "error", f"internal error: {error}")
-            attempt = self._failed(job, f"internal error in {action.job_type}: {error}", False)
-            self.store.finish_job(job.job_id, False, attempt.standing.message, error=error)
-            return attempt
+            job_log.error(f"internal error: {error}")
+            failed = self._failed(job, f"internal error in {action.job_type}: {error}", False)
+            record(lambda: self.store.finish_job(job.job_id, False, failed.standing.message, error=error))
+            return failed
         job_log.info(f"done: {summary}")
-        self.store.finish_job(job.job_id, True, summary)
+        record(lambda: self.store.finish_job(job.job_id, True, summary))
         return None
 
     def _failed(self, job: _Job, message: str, temporary: bool, output: tuple[str, ...] = ()) -> Attempt:

@@ -31,8 +31,8 @@ def update_container(action: UpdateContainer, job: JobContext) -> str:
             # The digest again: the config must still be the one compared, or the size asked may be stale.
             digest = seen.digest if not (params or delete) else None
             job.task("resize", node, lambda: job.pve.resize(node, vmid, "rootfs", action.grow_to or 0, digest), vmid)
-    job.store.record_applied(d.name, vmid, wanted(d), job.job_id)
+    job.record(lambda: job.store.record_applied(d.name, vmid, wanted(d), job.job_id))
     if action.corrects:
-        job.store.record_correction(d.name, vmid, action.corrects, time.time())
+        job.record(lambda: job.store.record_correction(d.name, vmid, action.corrects, time.time()))
         job.log.info(f"put back what was changed by hand: {', '.join(action.corrects)}")
     return f"container {vmid} updated on {node}: " + "; ".join(action.lines())

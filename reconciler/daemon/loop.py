@@ -273,9 +273,12 @@ class Daemon:
             self.metrics.revision.info({"revision": report.revision})
         self._known_tip = report.commit or report.revision
         self.health = Health(last_good=self.clock())
-        # Work of this process ends in a job-end trigger; a guest busy for another reason needs a look.
+        # Work of this process ends in a job-end trigger; a guest busy for another reason (a task begun before a
+        # restart, a create nobody here knows of) needs a look.
         self._provisioning = any(
-            s.phase == Phase.PROVISIONING and n not in report.decision.observed.in_flight and n not in report.started
+            s.phase in (Phase.PROVISIONING, Phase.PENDING)
+            and n not in report.decision.observed.in_flight
+            and n not in report.started
             for n, s in report.statuses.items()
         )
         self.notifier.status(f"last cycle: {dict(report.phases)}")

@@ -111,7 +111,7 @@ def container_rule(
     if guest.lock and not isinstance(step, Standing | FindAddress | Provision):
         # A backup, snapshot or migration holds the guest: its config cannot change until the lock is gone.
         intent = observed.intent(d.name)
-        begun = f"; a {intent.action} begun before a restart may still be running" if intent else ""
+        begun = f"; its {intent.action} begun before a restart may still be running" if intent else ""
         return _standing(
             d,
             Phase.PROVISIONING,
