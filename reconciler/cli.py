@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from reconciler import __version__, logs
 from reconciler.config import DEFAULT_CONFIG, Config, PathsConfig, load_config
@@ -19,12 +19,15 @@ from reconciler.model.errors import ConfigError, GitError, ProxmoxError, StateEr
 from reconciler.model.vocab import Phase
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.report import caddy, status
-from reconciler.report.steps import setup_lines
 
 # Commands import what they need when they run: `validate` (a pre-commit hook) stays quick and needs no
 # proxmoxer, git or the demo extra.
-EXIT_FAILED = 1  # some request is Failed or Invalid
-EXIT_ERROR = 2  # the command could not run: config, Git or Proxmox trouble
+EXIT_FAILED = 1  # validate, once: some request is Failed or Invalid; jobs: no such job
+EXIT_ERROR = 2  # validate, once, jobs, run: the command could not run (config, Git, Proxmox, the database)
+# `plan` exits as `terraform plan -detailed-exitcode`, for CI: 0 nothing would change, 2 something would (an
+# action, or a file to write or remove), 1 the command could not run (a usage error included).
+EXIT_PLAN_CHANGES = 2
+EXIT_PLAN_ERROR = 1
 
 
 def _request_files(targets: Sequence[str]) -> list[RequestFile]:
@@ -94,35 +97,52 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config or DEFAULT_CONFIG)
 
 
-def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
-    """Print what a cycle would do; changes nothing on Proxmox or in Git."""
-    from reconciler.runtime import open_runtime
+def _plan_requests(directory: Path) -> list[RequestFile]:
+    """The request files directly in a directory (a pull request's working tree), as the checkout reads them."""
+    if not directory.is_dir():
+        raise ConfigError("--requests", [f"{directory} is not a directory"])
+    files = []
+    for item in sorted(directory.iterdir()):
+        if item.suffix in (".yaml", ".yml") and item.is_file() and not item.is_symlink():
+            try:
+                files.append(RequestFile(str(item), item.stem, item.read_bytes()))
+            except OSError as exc:
+                raise ConfigError(str(item), [f"cannot read: {exc.strerror}"]) from None
+    return files
 
-    runtime = open_runtime(_config(args))
+
+def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    """Print what the next pass would do, changing nothing: 0 nothing would change, 2 something would."""
+    from reconciler.report.plan_text import PlanView, changes, render_json, render_text
+    from reconciler.runtime import open_planner
+
+    config = _config(args)
+    requests = _plan_requests(args.requests) if args.requests is not None else None
+    planner = open_planner(config, ref=args.ref)
     try:
-        reconciler = runtime.reconciler
-        source = reconciler.read_source()
-        decision = reconciler.decide(source)
+        if planner.history is not None:
+            sys.stderr.write(f"reconciler: {planner.history}\n")
+        preview = planner.preview(requests, where=str(args.requests) if args.requests is not None else None)
     finally:
-        runtime.close()
-    out.write(f"revision {source.revision or '(empty remote)'}: {len(source.requests)} request file(s)\n")
-    acting = {a.name for a in decision.plan.actions}
-    transport = reconciler.config.provision.transport
-    for action in decision.plan.actions:
-        out.write(f"  {action.describe()}\n")
-        for line in setup_lines(action.desired.setup, transport):
-            out.write(f"{line}\n")
-    for name, standing in sorted(decision.plan.standings.items()):
-        if name in acting:
-            continue
-        if standing.problems:
-            for problem in standing.problems:
-                out.write(f"  {name}: Invalid: {standing.request}:{problem}\n")
-        else:
-            out.write(f"  {name}: {standing.phase}: {standing.message}\n")
-    if not decision.plan.actions:
-        out.write("nothing to do\n")
-    return EXIT_FAILED if any(s.phase == Phase.INVALID for s in decision.plan.standings.values()) else 0
+        planner.close()
+    plan = preview.decision.plan
+    view = PlanView(
+        branch=config.git.branch,
+        revision=preview.source.revision,
+        request_count=len(preview.source.requests),
+        actions=plan.actions,
+        standings=plan.standings,
+        files=preview.files,
+        caddy_files=preview.source.caddy,
+        caddy_dir=config.paths.caddy,
+        transport=config.provision.transport,
+        held=plan.held.reason if plan.held is not None else None,
+        requests_from=preview.requests_from,
+        requests_revision=preview.requests_revision,
+        history=planner.history is None,
+    )
+    out.write(render_json(view) if args.json else render_text(view))
+    return EXIT_PLAN_CHANGES if changes(view) else 0
 
 
 def cmd_once(args: argparse.Namespace, out: TextIO) -> int:
@@ -191,22 +211,45 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return run_demo(out, keep=args.keep)
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="reconciler", description="GitOps reconciler for Proxmox VE homelabs")
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors exit with usage_error: 2 as argparse's do, but 1 under `plan`,
+    whose 2 means that something would change."""
+
+    usage_error = 2
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(self.usage_error, f"{self.prog}: error: {message}\n")
+
+
+def parser() -> _Parser:
+    top = _Parser(prog="reconciler", description="GitOps reconciler for Proxmox VE homelabs")
     top.add_argument("--version", action="version", version=f"reconciler {__version__}")
     top.add_argument("--log-format", choices=("json", "console"), help="default: console on a terminal")
     sub = top.add_subparsers(dest="command", required=True)
 
-    def command(name: str, fn: object, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def command(name: str, fn: object, help_text: str) -> _Parser:
+        p: _Parser = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(fn=fn)
         return p
 
     p = command("validate", cmd_validate, "check request files offline (for CI and pre-commit)")
     p.add_argument("paths", nargs="*", help="files or directories (default: requests)")
     p.add_argument("--config", type=Path, help="check the site's approved values and profiles from this config")
+    p = command("plan", cmd_plan, "print what the next pass would do, changing nothing (beside a running daemon)")
+    p.usage_error = EXIT_PLAN_ERROR
+    p.epilog = "exit status: 0 nothing would change, 2 something would (an action or a file), 1 an error"
+    p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--ref", metavar="BRANCH", help="plan the request files of this branch of the remote")
+    source.add_argument(
+        "--requests",
+        type=Path,
+        metavar="DIR",
+        help="plan the request files in this directory (a pull request's working tree, e.g. requests/)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     for name, fn, text in (
-        ("plan", cmd_plan, "print what one cycle would do, changing nothing"),
         ("once", cmd_once, "reconcile until nothing started is still running, pushing statuses as they are known"),
         ("run", cmd_run, "run the daemon: reconcile at start, on a timer, a webhook or a watched change"),
     ):
@@ -232,7 +275,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    if extra:
+        top.usage_error = EXIT_PLAN_ERROR if args.command == "plan" else top.usage_error
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
     out = out or sys.stdout
     json_lines = None if args.log_format is None else args.log_format == "json"
     # The daemon logs to stdout (journald keeps it); other commands print results there, so they log to stderr.
@@ -242,13 +289,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         stream=sys.stdout if args.command == "run" else sys.stderr,
         level="warning" if quiet else "info",
     )
+    error = EXIT_PLAN_ERROR if args.command == "plan" else EXIT_ERROR
     try:
         code: int = args.fn(args, out)
     except ConfigError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"reconciler: {exc.source}: {problem}\n")
-        return EXIT_ERROR
+        return error
     except (GitError, ProxmoxError, StateError, AlreadyRunning) as exc:
         sys.stderr.write(f"reconciler: {exc}\n")
-        return EXIT_ERROR
+        return error
     return code

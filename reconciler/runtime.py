@@ -1,18 +1,23 @@
 """Wire a config to real gateways: profiles, Proxmox (secret from the environment), Git, SQLite, the job runner.
 
-The lock, the job database and the runner live as long as the process; the Reconciler (config, profiles,
-Proxmox and Git) can be rebuilt by a reload while jobs keep running.
+The daemon's runtime: the lock, the job database and the runner live as long as the process; the Reconciler
+(config, profiles, Proxmox and Git) can be rebuilt by a reload while jobs keep running. The planner's
+(`reconciler plan`): no lock, a throw-away clone of the remote, the job database read-only, no job started.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+
+from pydantic import ValidationError
 
 from reconciler.apply.runner import Heartbeat, JobHook, Runner
-from reconciler.config import GIT_TOKEN_ENV, Config, token_secret
-from reconciler.cycle import Reconciler
+from reconciler.config import GIT_TOKEN_ENV, Config, GitConfig, token_secret
+from reconciler.cycle import Decision, Reconciler, Source
 from reconciler.desired.profile import Profile, builtin_profiles_dir, load_profiles
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
@@ -20,7 +25,10 @@ from reconciler.gateways.proxmox import Proxmox, RequestHook
 from reconciler.gateways.sqlite import JobStore
 from reconciler.lock import CheckoutLock
 from reconciler.logs import register_secret
+from reconciler.model.desired import RequestFile
+from reconciler.model.errors import ConfigError, GitError, StateError
 from reconciler.model.vocab import Transport
+from reconciler.report import status
 
 
 def profiles_for(config: Config) -> dict[str, Profile]:
@@ -78,7 +86,7 @@ def open_runtime(
     profiles_for(config)
     lock = CheckoutLock(config.git.checkout).acquire()
     try:
-        store = JobStore(config.state.database)
+        store = JobStore(config.state.database, busy_timeout=config.state.busy_timeout)
         # Jobs still marked running were cut short by a crash or a kill: say so rather than leave them hanging.
         store.interrupt_running("interrupted: the reconciler stopped before the job finished")
         runner = Runner(store, on_job=on_job, on_done=on_done, heartbeat=heartbeat)
@@ -88,3 +96,163 @@ def open_runtime(
         lock.release()
         raise
     return Runtime(reconciler, store, runner, lock)
+
+
+# The planner: `reconciler plan`, read-only beside a running daemon.
+
+NO_HISTORY = (
+    "planning without the job history: DHCP addresses found, setups done and values last applied are not"
+    " known, so the plan may show address lookups and setups the daemon would not run"
+)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What the next pass would do, found by reading only: its plan and the generated files it would change.
+
+    requests_from says where the request files came from when not from the configured branch (`branch X`, or
+    the directory given), requests_revision that branch's commit.
+    """
+
+    source: Source
+    decision: Decision
+    files: dict[str, str | None]
+    requests_from: str | None = None
+    requests_revision: str | None = None
+
+
+class Planner:
+    """A Reconciler that only reads: its own clone of the remote in a temporary directory (removed by close),
+    the daemon's job database opened read-only (or an empty one beside the clone), and a runner that is never
+    given a job. It holds no lock, so it runs beside the daemon and changes nothing the daemon owns.
+    """
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        store: JobStore,
+        runner: Runner,
+        workdir: tempfile.TemporaryDirectory[str],
+        history: str | None,
+        ref: Checkout | None,
+    ) -> None:
+        self.reconciler = reconciler
+        self.store = store
+        self.runner = runner
+        self.workdir = workdir
+        self.history = history  # why the job history is not read; None when it is
+        self.ref = ref
+
+    def preview(self, requests: Sequence[RequestFile] | None = None, where: str | None = None) -> Preview:
+        """Read the source (the request files from the ref, or these ones read from the directory `where`),
+        decide, and compute the statuses and generated files the pass would write; no job is recorded."""
+        reconciler = self.reconciler
+        requests_from = requests_revision = None
+        # Before the configured branch is cloned: a branch that is not there is said at once.
+        if self.ref is not None and requests is None and self.ref.remote_tip() is None:
+            raise GitError("ls-remote", f"the remote has no branch {self.ref.config.branch}")
+        source = reconciler.read_source()
+        if requests is not None:
+            source = self._from_directory(source, requests)
+            requests_from = where or "the directory given"
+        elif self.ref is not None:
+            requests_revision = self.ref.sync()
+            found, changed = _requests_of(self.ref, reconciler.config.paths.requests)
+            source = replace(source, requests=found, requests_revision=changed)
+            requests_from = f"branch {self.ref.config.branch}"
+        decision = reconciler.decide(source)
+        # As Reconciler.statuses, without recording a `validate` job for a new invalid request: no job is
+        # started here, so no job id is known, and the status files compare without it.
+        computed = status.compute(
+            decision.plan.standings,
+            source.previous,
+            {},
+            {},
+            reconciler.services(decision),
+            decision.observed.last_jobs,
+        )
+        files = reconciler.generated_files(source, decision, computed.by_name)
+        return Preview(source, decision, files, requests_from, requests_revision)
+
+    def _from_directory(self, source: Source, files: Sequence[RequestFile]) -> Source:
+        """The source with these request files in place of the branch's, at the paths they would have in the
+        repository. A file equal to the branch's keeps its revision (so its status does not change for nothing);
+        a new or changed one has none yet."""
+        folder = PurePosixPath(self.reconciler.config.paths.requests)
+        known = {f.path: f for f in source.requests}
+        placed = []
+        for item in files:
+            path = str(folder / PurePosixPath(item.path).name)
+            same = known.get(path)
+            revision = same.revision if same is not None and same.text == item.text else None
+            placed.append(RequestFile(path, item.name, item.text, revision))
+        placed.sort(key=lambda f: f.path)
+        unchanged = [(f.path, f.text) for f in placed] == [(f.path, f.text) for f in source.requests]
+        return replace(source, requests=placed, requests_revision=source.requests_revision if unchanged else None)
+
+    def close(self) -> None:
+        """Close the clones and the database, and remove the temporary directory."""
+        try:
+            self.reconciler.close()
+            if self.ref is not None:
+                self.ref.repo.close()
+            self.store.close()
+        finally:
+            self.workdir.cleanup()
+
+
+def _requests_of(checkout: Checkout, folder: str) -> tuple[list[RequestFile], str | None]:
+    """The request files of a checkout with the commit that last changed each, as Reconciler.read_source reads
+    them, and the last commit that changed the folder."""
+    texts = checkout.read_dir(folder)
+    revisions = checkout.last_changes(folder, set(texts))
+    requests = [
+        RequestFile(path, path.rsplit("/", 1)[-1].rsplit(".", 1)[0], text, revisions.get(path))
+        for path, text in sorted(texts.items())
+    ]
+    return requests, checkout.last_change(folder)
+
+
+def _history(config: Config, scratch: Path) -> tuple[JobStore, str | None]:
+    """The daemon's job database opened read-only; else an empty one in scratch, with the reason."""
+    path = config.state.database
+    try:
+        store = JobStore.open_readonly(path, busy_timeout=config.state.busy_timeout)
+    except StateError as exc:
+        reason = f"cannot read the job database {exc.path}: {exc.reason}"
+    else:
+        if store is not None:
+            return store, None
+        reason = f"no job database at {path}"
+    return JobStore(scratch / "jobs.sqlite"), f"{reason}; {NO_HISTORY}"
+
+
+def open_planner(config: Config, environ: Mapping[str, str] | None = None, ref: str | None = None) -> Planner:
+    """A Planner for this config: the configured branch (or ref's request files) in a throw-away clone.
+
+    Raises ConfigError for a missing secret, bad profiles or a ref that is no branch name.
+    """
+    env = dict(os.environ if environ is None else environ)
+    token_secret(env)
+    profiles_for(config)
+    ref_git = None
+    if ref is not None and ref != config.git.branch:
+        try:
+            ref_git = GitConfig.model_validate({**config.git.model_dump(), "branch": ref})
+        except ValidationError:
+            raise ConfigError("--ref", [f"{ref!r} is not a branch name"]) from None
+    workdir = tempfile.TemporaryDirectory(prefix="reconciler-plan-")
+    scratch = Path(workdir.name)
+    store = None
+    try:
+        store, history = _history(config, scratch)
+        runner = Runner(store)  # never given an action: it starts no job
+        planning = config.model_copy(update={"git": config.git.model_copy(update={"checkout": scratch / "clone"})})
+        reconciler = build_reconciler(planning, env, store, runner)
+        checkout = Checkout(ref_git.model_copy(update={"checkout": scratch / "ref"}), env) if ref_git else None
+    except BaseException:
+        if store is not None:
+            store.close()
+        workdir.cleanup()
+        raise
+    return Planner(reconciler, store, runner, workdir, history, checkout)

@@ -107,6 +107,17 @@ def test_a_confirm_naming_an_older_revision_does_not() -> None:
     assert result.standings["removed0"].phase != Phase.ORPHANED
 
 
+def test_an_orphan_reported_by_an_earlier_pass_is_not_counted_again() -> None:
+    # Both removals were confirmed and reported; a later, unrelated push must not hold them again.
+    previous = {
+        f"removed{i}": Standing(f"removed{i}", f"removed{i} (removed)", Phase.ORPHANED, "left as it is", None, 200 + i)
+        for i in range(2)
+    }
+    result = pass_over(0, 0, 2, 0, Guard(revision=REVISION, confirmed="an-older-one"), previous=previous)
+    assert result.held is None
+    assert {result.standings[n].phase for n in previous} == {Phase.ORPHANED}
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     absent=st.integers(0, 4),

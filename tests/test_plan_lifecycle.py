@@ -284,19 +284,29 @@ def test_adopting_a_guest_another_request_owns_fails_and_touches_nothing() -> No
 
 
 def test_a_request_whose_vmid_or_hostname_is_a_foreign_guests_is_invalid() -> None:
-    by_vmid = request("a", vmid=150)
+    by_vmid = request("a", vmid=205)  # in the approved range, so that the guest is the only reason
     by_name = replace(request("b"), container=replace(request("b").container, hostname="legacy"))
-    result = run(*situation([by_vmid, by_name], [legacy()]))
+    result = run(*situation([by_vmid, by_name], [legacy(205)]))
     assert result.actions == []
     assert result.standings["a"].phase == Phase.INVALID
-    assert any(
-        p.startswith("vmid: 150 is taken by a guest the reconciler does not own")
-        for p in result.standings["a"].problems
+    assert result.standings["a"].problems == (
+        "vmid: 205 is taken by a guest the reconciler does not own; adopt: true takes it over",
     )
     assert result.standings["b"].phase == Phase.INVALID
     assert result.standings["b"].problems == (
-        "hostname: legacy is the name of guest 150, which the reconciler does not own",
+        "hostname: legacy is the name of guest 205, which the reconciler does not own",
     )
+
+
+def test_a_vmid_outside_the_approved_range_is_invalid_unless_it_adopts_or_already_is_its_own() -> None:
+    outside = request("a", vmid=150)
+    result = run(*situation([outside], []))
+    assert result.actions == []
+    assert result.standings["a"].problems == ("vmid: 150 is outside the approved range 200..209",)
+    adopted = request("legacy", vmid=150)  # adopt: true removed after adoption: the guest is its own
+    kept = run(*situation([adopted], [guest(150, "legacy")], [fresh_config(adopted, 150)], applied=[adopted]))
+    assert kept.standings["legacy"].phase == Phase.READY
+    assert kept.actions == []
 
 
 def test_adopt_naming_the_foreign_guest_is_not_refused_for_its_vmid_or_hostname() -> None:
@@ -518,3 +528,38 @@ def test_the_plan_never_touches_a_guest_it_does_not_own_and_never_destroys_or_st
             assert not d.container.protected, action
         if isinstance(action, StopContainer):
             assert d.life.state in (GuestState.STOPPED, GuestState.ABSENT), action
+
+
+def test_another_vmid_for_an_existing_container_is_refused() -> None:
+    requests, observed = situation([request("a", vmid=205)], [guest(200, "a")], [fresh_config(request("a"), 200)])
+    result = run(requests, observed)
+    assert [a.name for a in result.actions] == []
+    standing = result.standings["a"]
+    assert standing.phase == Phase.FAILED
+    assert [(r.field, r.asked) for r in standing.refused] == [("vmid", "205")]
+
+
+def test_a_vm_carrying_a_requests_marker_is_never_treated_as_its_container() -> None:
+    absent = request("a", state=GuestState.ABSENT)
+    requests, observed = situation([absent], [guest(200, "a", type="qemu")])
+    result = run(requests, observed)
+    assert [a.name for a in result.actions] == []
+    assert result.standings["a"].phase == Phase.FAILED
+    assert "is a VM" in result.standings["a"].message
+
+
+def test_clearing_protection_before_a_destroy_counts_for_the_mass_change_guard() -> None:
+    # Two of three owned containers asked absent with protected: false while Proxmox still protects them.
+    gone = [request(n, state=GuestState.ABSENT) for n in ("a", "b")]
+    flagged = [
+        replace(
+            fresh_config(request(n), 200 + i), values={**fresh_config(request(n), 200 + i).values, "protection": "1"}
+        )
+        for i, n in enumerate(("a", "b"))
+    ]
+    requests, observed = situation(gone, [guest(200, "a"), guest(201, "b")], flagged, bystanders=False)
+    requests.append(request("c"))
+    observed = replace(observed, guests=(*observed.guests, guest(202, "c")))
+    result = run(requests, observed)
+    assert result.held is not None and result.held.destroy == 2
+    assert {a.name for a in result.actions} == {"c"}  # only the bystander's own work

@@ -132,6 +132,8 @@ def compare(d: Desired, guest: Guest, config: GuestConfig, applied: Applied | No
         refused.append(
             Refusal("profile", d.profile, f"{made_with} (another profile means another template: make a new request)")
         )
+    if d.life.vmid is not None and d.life.vmid != guest.vmid:
+        refused.append(Refusal("vmid", str(d.life.vmid), f"{guest.vmid} (a guest's VMID cannot change)"))
     move_to = None
     if guest.node and guest.node != c.node:
         if d.life.migrate:

@@ -100,6 +100,14 @@ def container_rule(
         return _standing(
             d, Phase.FAILED, f"containers {ids} all carry the marker of request {d.name}; remove all but one by hand"
         )
+    if guests and guests[0].type != "lxc":
+        return _standing(
+            d,
+            Phase.FAILED,
+            f"guest {guests[0].vmid} is a VM carrying the marker of request {d.name}; this request is for a"
+            " container, and the VM is left as it is",
+            guests[0],
+        )
     if d.life.adopt:
         return _adopt(d, observed, guests)
     if not guests:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from reconciler.model.action import Action, DestroyContainer, StopContainer
+from reconciler.model.action import Action, DestroyContainer, StopContainer, UpdateContainer
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import Phase
+from reconciler.model.vocab import GuestState, Phase
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,13 @@ def apply_guard(
     actions and standings are changed in place; previous: the statuses before this pass (an orphan held back
     keeps what it said). Returns what was held back, or None when the pass may go ahead.
     """
-    destroys = [a for a in actions if isinstance(a, DestroyContainer)]
+    # Clearing the protection flag is the first step of a destroy (state: absent): it counts as one.
+    destroys = [
+        a
+        for a in actions
+        if isinstance(a, DestroyContainer)
+        or (isinstance(a, UpdateContainer) and a.desired.life.state == GuestState.ABSENT)
+    ]
     stops = [a for a in actions if isinstance(a, StopContainer)]
     # Only a new orphan is a change: one already reported Orphaned by an earlier pass is not counted again.
     orphans = [
