@@ -123,18 +123,13 @@ class Reconciler:
         """Fetch, fast-forward and read the request files with the commit that last changed each."""
         revision = self.checkout.sync()
         paths = self.config.paths
-        texts = self.checkout.read_dir(paths.requests)
-        revisions = self.checkout.last_changes(paths.requests, set(texts))
-        requests = [
-            RequestFile(path, path.rsplit("/", 1)[-1].rsplit(".", 1)[0], text, revisions.get(path))
-            for path, text in sorted(texts.items())
-        ]
+        requests, changed = read_requests(self.checkout, paths.requests)
         return Source(
             revision,
             requests,
             self.checkout.read_dir(paths.caddy),
             self.checkout.read_dir(paths.status),
-            self.checkout.last_change(paths.requests),
+            changed,
             confirmed_revision(self.checkout.read_file(self.config.guard.confirm_file)),
         )
 
@@ -239,9 +234,17 @@ class Reconciler:
         return report
 
     def statuses(
-        self, source: Source, decision: Decision, started: Mapping[str, int], deferred: Mapping[str, str]
+        self,
+        source: Source,
+        decision: Decision,
+        started: Mapping[str, int],
+        deferred: Mapping[str, str],
+        record: bool = True,
     ) -> dict[str, Standing]:
-        """The status of every request file, and of owned guests whose request is gone."""
+        """The status of every request file, and of owned guests whose request is gone.
+
+        record: give a newly invalid request its `validate` job (a plan that only reads passes False).
+        """
         computed = status.compute(
             decision.plan.standings,
             source.previous,
@@ -250,6 +253,8 @@ class Reconciler:
             self.services(decision),
             decision.observed.last_jobs,
         )
+        if not record:
+            return computed.by_name
         for name in computed.to_record:
             computed.by_name[name] = self._record_invalid(computed.by_name[name])
         return computed.by_name
@@ -317,3 +322,15 @@ def confirmed_revision(text: bytes | None) -> str | None:
         return None
     value = doc.get("confirm") if isinstance(doc, dict) else None
     return str(value).strip() if value else None
+
+
+def read_requests(checkout: Checkout, folder: str) -> tuple[list[RequestFile], str | None]:
+    """The request files of a checkout, each with the commit that last changed it, and the last commit that
+    changed the folder (what a mass-change confirmation names)."""
+    texts = checkout.read_dir(folder)
+    revisions = checkout.last_changes(folder, set(texts))
+    requests = [
+        RequestFile(path, path.rsplit("/", 1)[-1].rsplit(".", 1)[0], text, revisions.get(path))
+        for path, text in sorted(texts.items())
+    ]
+    return requests, checkout.last_change(folder)

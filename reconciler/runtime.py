@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from reconciler.apply.runner import Heartbeat, JobHook, Runner
 from reconciler.config import GIT_TOKEN_ENV, Config, GitConfig, token_secret
-from reconciler.cycle import Decision, Reconciler, Source
+from reconciler.cycle import Decision, Reconciler, Source, read_requests
 from reconciler.desired.profile import Profile, builtin_profiles_dir, load_profiles
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
@@ -28,7 +28,6 @@ from reconciler.logs import register_secret
 from reconciler.model.desired import RequestFile
 from reconciler.model.errors import ConfigError, GitError, StateError
 from reconciler.model.vocab import Transport
-from reconciler.report import status
 
 
 def profiles_for(config: Config) -> dict[str, Profile]:
@@ -157,21 +156,13 @@ class Planner:
             requests_from = where or "the directory given"
         elif self.ref is not None:
             requests_revision = self.ref.sync()
-            found, changed = _requests_of(self.ref, reconciler.config.paths.requests)
+            found, changed = read_requests(self.ref, reconciler.config.paths.requests)
             source = replace(source, requests=found, requests_revision=changed)
             requests_from = f"branch {self.ref.config.branch}"
         decision = reconciler.decide(source)
-        # As Reconciler.statuses, without recording a `validate` job for a new invalid request: no job is
-        # started here, so no job id is known, and the status files compare without it.
-        computed = status.compute(
-            decision.plan.standings,
-            source.previous,
-            {},
-            {},
-            reconciler.services(decision),
-            decision.observed.last_jobs,
-        )
-        files = reconciler.generated_files(source, decision, computed.by_name)
+        # No `validate` job is recorded for a new invalid request: a plan writes nothing.
+        statuses = reconciler.statuses(source, decision, {}, {}, record=False)
+        files = reconciler.generated_files(source, decision, statuses)
         return Preview(source, decision, files, requests_from, requests_revision)
 
     def _from_directory(self, source: Source, files: Sequence[RequestFile]) -> Source:
@@ -199,18 +190,6 @@ class Planner:
             self.store.close()
         finally:
             self.workdir.cleanup()
-
-
-def _requests_of(checkout: Checkout, folder: str) -> tuple[list[RequestFile], str | None]:
-    """The request files of a checkout with the commit that last changed each, as Reconciler.read_source reads
-    them, and the last commit that changed the folder."""
-    texts = checkout.read_dir(folder)
-    revisions = checkout.last_changes(folder, set(texts))
-    requests = [
-        RequestFile(path, path.rsplit("/", 1)[-1].rsplit(".", 1)[0], text, revisions.get(path))
-        for path, text in sorted(texts.items())
-    ]
-    return requests, checkout.last_change(folder)
 
 
 def _history(config: Config, scratch: Path) -> tuple[JobStore, str | None]:
