@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from proxmoxer import ProxmoxAPI
@@ -158,6 +158,36 @@ def _split_tags(raw: object) -> tuple[str, ...]:
     return tuple(t for t in str(raw or "").replace(",", ";").replace(" ", ";").split(";") if t)
 
 
+T = TypeVar("T")
+
+
+def _wait(
+    step: str,
+    timeout: float,
+    abort: Abort | None,
+    look: Callable[[], tuple[bool, T]],
+    still: Callable[[T], str],
+    meanwhile: str | None = None,
+) -> T:
+    """Call look until it says done (its value then), backing off from 10 ms to 1 s; a temporary ProxmoxError
+    saying what is still so after timeout seconds, or when abort gives a reason to stop waiting (what goes on
+    meanwhile appended, else what is still so)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        done, value = look()
+        if done:
+            return value
+        if time.monotonic() >= deadline:
+            raise ProxmoxError(step, f"{still(value)} after {timeout:g} s", temporary=True)
+        reason = abort() if abort else None
+        if reason:
+            tail = meanwhile if meanwhile is not None else still(value)
+            raise ProxmoxError(step, f"{reason}; {tail}", temporary=True)
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 1.0)
+
+
 class Proxmox:
     """A typed client for the few Proxmox calls the reconciler makes; safe to use from several threads."""
 
@@ -265,19 +295,14 @@ class Proxmox:
 
         abort is asked after every poll; a reason from it stops the wait (the task goes on in Proxmox).
         """
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
+
+        def look() -> tuple[bool, Any]:
             status = self._call(step, "GET", lambda api: api.nodes(node).tasks(upid).status.get(), node)
-            if status.get("status") == "stopped":
-                break
-            if time.monotonic() >= deadline:
-                raise ProxmoxError(step, f"task {upid} still running after {timeout:g} s", temporary=True)
-            reason = abort() if abort else None
-            if reason:
-                raise ProxmoxError(step, f"{reason}; task {upid} goes on in Proxmox", temporary=True)
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 1.0)
+            return status.get("status") == "stopped", status
+
+        status = _wait(
+            step, timeout, abort, look, lambda _: f"task {upid} still running", f"task {upid} goes on in Proxmox"
+        )
         exitstatus = str(status.get("exitstatus", ""))
         if exitstatus == "OK":
             return TaskResult(upid, exitstatus)
@@ -356,13 +381,9 @@ class Proxmox:
     def wait_unlocked(self, node: str, vmid: int, timeout: float, step: str, abort: Abort | None = None) -> None:
         """Poll until the container holds no lock; ProxmoxError (temporary) if it still does after timeout
         seconds, or when abort gives a reason to stop waiting."""
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while (lock := self.container_lock(node, vmid, step)) is not None:
-            if time.monotonic() >= deadline:
-                raise ProxmoxError(step, f"container {vmid} still locked ({lock}) after {timeout:g} s", temporary=True)
-            reason = abort() if abort else None
-            if reason:
-                raise ProxmoxError(step, f"{reason}; container {vmid} still locked ({lock})", temporary=True)
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 1.0)
+
+        def look() -> tuple[bool, str | None]:
+            lock = self.container_lock(node, vmid, step)
+            return lock is None, lock
+
+        _wait(step, timeout, abort, look, lambda lock: f"container {vmid} still locked ({lock})")
