@@ -17,7 +17,7 @@ from reconciler.model.owner import owner_of
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import JobType, Phase
 from reconciler.plan.conflicts import Claims, resolve_clashes
-from reconciler.plan.container import container_rule, drift_of, orphan, unclaimed_creates
+from reconciler.plan.container import container_rule, drift_of, examine, orphan, unclaimed_creates
 from reconciler.plan.guard import Guard, Held, apply_guard
 
 
@@ -114,12 +114,15 @@ def plan(
     free = _free(vmids, _taken(observed))
     unclaimed = unclaimed_creates(observed, vmids)
     for d in sorted(kept, key=lambda d: d.name):
-        drift, flapping = drift_of(d, observed)
+        examined = examine(d, observed)  # once: the rule and the status's drift both read it
+        drift, flapping = drift_of(d, examined)
         running = observed.in_flight.get(d.name)
         if running is not None:  # never started twice: the job's end brings the next look
             standing = running.action.standing(job=running.job_id)
         else:
-            step = container_rule(d, observed, free, vmids, setup_on, unclaimed=unclaimed, task_timeout=task_timeout)
+            step = container_rule(
+                d, observed, free, vmids, setup_on, unclaimed=unclaimed, task_timeout=task_timeout, examined=examined
+            )
             attempt = observed.attempts.get(d.name)
             if isinstance(step, Standing):
                 standing = step

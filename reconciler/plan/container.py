@@ -51,11 +51,14 @@ def examine(d: Desired, observed: Observed) -> tuple[Comparison | None, bool]:
     return compare(d, guests[0], config, observed.applied.get(d.name)), flapping
 
 
-def drift_of(d: Desired, observed: Observed) -> tuple[tuple[Drift, ...], bool]:
-    """The drift a status reports for the request, and whether it is flapping."""
+Examined = tuple[Comparison | None, bool]  # what examine() found
+
+
+def drift_of(d: Desired, examined: Examined) -> tuple[tuple[Drift, ...], bool]:
+    """The drift a status reports for the request, and whether it is flapping, from what examine() found."""
     if d.life.adopt:
         return (), False
-    found, flapping = examine(d, observed)
+    found, flapping = examined
     drift = found.drift if found is not None else ()
     return drift, flapping and bool(drift)
 
@@ -88,11 +91,13 @@ def container_rule(
     *,
     unclaimed: Collection[int] = (),
     task_timeout: float = 600.0,
+    examined: Examined | None = None,
 ) -> Action | Standing:
     """The next action for the request's container, or its standing when there is nothing to do.
 
     setup_on: whether setup inside containers can run. unclaimed: see unclaimed_creates. task_timeout: how
-    long a create begun before a restart may still be running before the request is Failed.
+    long a create begun before a restart may still be running before the request is Failed. examined: what
+    examine() found for the request, when the caller has it already.
     """
     guests = observed.owned.get(d.name, [])
     if len(guests) > 1:
@@ -115,7 +120,7 @@ def container_rule(
     guest = guests[0]
     if guest.lock == "create":
         return _standing(d, Phase.PROVISIONING, f"container {guest.vmid} is being created", guest)
-    step = _with_guest(d, observed, guest, setup_on)
+    step = _with_guest(d, observed, guest, setup_on, examined if examined is not None else examine(d, observed))
     if guest.lock and not isinstance(step, Standing | FindAddress | Provision):
         # A backup, snapshot or migration holds the guest: its config cannot change until the lock is gone.
         intent = observed.intent(d.name)
@@ -176,7 +181,7 @@ def _without_guest(
     return CreateContainer(d, vmid, d.container.node)
 
 
-def _with_guest(d: Desired, observed: Observed, guest: Guest, setup_on: bool) -> Action | Standing:
+def _with_guest(d: Desired, observed: Observed, guest: Guest, setup_on: bool, examined: Examined) -> Action | Standing:
     config = observed.configs.get(guest.vmid)
     if d.life.state == GuestState.ABSENT:
         return _destroy(d, guest, config.get("protection") if config else None)
@@ -191,7 +196,7 @@ def _with_guest(d: Desired, observed: Observed, guest: Guest, setup_on: bool) ->
         return _standing(
             d, Phase.FAILED, f"node {guest.node} is offline: state of container {guest.vmid} unknown", guest
         )
-    found, flapping = examine(d, observed)
+    found, flapping = examined
     if found is not None:
         if found.refused:
             return _refused(d, guest, found.refused)
