@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from reconciler import __version__, logs
-from reconciler.config import DEFAULT_CONFIG, Config, PathsConfig, load_config
+from reconciler.config import (
+    DEFAULT_CONFIG,
+    GIT_TOKEN_ENV,
+    TOKEN_SECRET_ENV,
+    Config,
+    PathsConfig,
+    load_config,
+    read_secret,
+    refuse_open_files,
+)
 from reconciler.desired.profile import builtin_profiles_dir, load_profiles
 from reconciler.desired.request import json_schema
 from reconciler.desired.validate import validate
@@ -97,6 +107,26 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config or DEFAULT_CONFIG)
 
 
+def _starting(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
+    """The config of a process that will act (run, once), after the start-up checks, and its environment.
+
+    The config file may not be open to others nor a key file to anyone but its owner. Each secret is read once
+    from the environment (stripped, refused with a control character in it, registered with the log scrubber);
+    the environment returned holds the clean values.
+    """
+    path = args.config or DEFAULT_CONFIG
+    config = load_config(path)
+    refuse_open_files(path, config)
+    environ = dict(os.environ)
+    for name in (TOKEN_SECRET_ENV, GIT_TOKEN_ENV, config.http.webhook_secret_env):
+        secret = read_secret(name, environ)
+        if secret is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = secret.reveal()
+    return config, environ
+
+
 def _plan_requests(directory: Path) -> list[RequestFile]:
     """The request files directly in a directory (a pull request's working tree), as the checkout reads them."""
     if not directory.is_dir():
@@ -149,7 +179,8 @@ def cmd_once(args: argparse.Namespace, out: TextIO) -> int:
     """Run one cycle; non-zero when any request is Failed or Invalid."""
     from reconciler.runtime import open_runtime
 
-    runtime = open_runtime(_config(args))
+    config, environ = _starting(args)
+    runtime = open_runtime(config, environ)
     try:
         report = runtime.reconciler.once(follow=not args.no_follow)
     finally:
@@ -202,7 +233,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """The long-running daemon."""
     from reconciler.daemon.loop import Daemon
 
-    return Daemon(args.config or DEFAULT_CONFIG).run()
+    _, environ = _starting(args)
+    return Daemon(args.config or DEFAULT_CONFIG, environ).run()
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -290,6 +322,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         level="warning" if quiet else "info",
     )
     error = EXIT_PLAN_ERROR if args.command == "plan" else EXIT_ERROR
+    # Whatever the commands create (the job database, the checkout, the lock) is the owner's alone.
+    umask = os.umask(0o077)
     try:
         code: int = args.fn(args, out)
     except ConfigError as exc:
@@ -299,4 +333,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except (GitError, ProxmoxError, StateError, AlreadyRunning) as exc:
         sys.stderr.write(f"reconciler: {exc}\n")
         return error
+    finally:
+        os.umask(umask)
     return code

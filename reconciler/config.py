@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import unicodedata
+from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
+from reconciler.logs import register_secret
 from reconciler.model.errors import ConfigError
+from reconciler.model.secret import Secret
 from reconciler.model.vocab import Transport
 from reconciler.parse import from_validation_error, load_yaml
 
@@ -33,12 +38,19 @@ class GitConfig(Strict):
     # Basic-auth user for https remotes with a token from RECONCILER_GIT_TOKEN; Gitea accepts any.
     username: str = "reconciler"
     ssh_key: Path | None = None
+    # A remote that takes the connection and never answers would hold a pass, and a stop, for good.
+    timeout: float = Field(default=60.0, gt=0, le=3600, description="s a fetch, push or ls-remote may take")
 
     @field_validator("remote")
     @classmethod
     def _no_inline_credentials(cls, value: str) -> str:
-        if re.match(r"^https?://[^/@]+:[^/@]*@", value):
-            raise ValueError(f"put no password in the URL; set {GIT_TOKEN_ENV} in the environment instead")
+        # git writes the remote URL to .git/config as it is: a token there is on disk for good. The value is
+        # never repeated in the message.
+        if _has_credentials(value):
+            raise ValueError(
+                "holds credentials before '@' (a token or a password), which git would keep in .git/config:"
+                f" remove them and set {GIT_TOKEN_ENV} in the environment (the user name goes in git.username)"
+            )
         return value
 
     @field_validator("author")
@@ -60,6 +72,16 @@ class GitConfig(Strict):
     @property
     def author_email(self) -> str:
         return self.author.split(" <")[1].rstrip(">")
+
+
+def _has_credentials(remote: str) -> bool:
+    """Whether a remote URL carries a secret in its user part: any user part of an http(s) URL (`TOKEN@` is a
+    token), a `user:password@` of any other scheme. `ssh://git@host/...` and `git@host:path` name a user only."""
+    found = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)@", remote)
+    if found is None:
+        return False
+    scheme, userinfo = found.group(1).lower(), found.group(2)
+    return scheme in ("http", "https") or ":" in userinfo
 
 
 def is_local_remote(remote: str) -> bool:
@@ -229,6 +251,10 @@ class HttpConfig(Strict):
     listen: str = Field(default="127.0.0.1:9105", pattern=r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
     webhook_secret_env: str = Field(default="RECONCILER_WEBHOOK_SECRET", pattern=r"^[A-Z_][A-Z0-9_]*$")
     max_body: int = Field(default=1024 * 1024, ge=1024, description="bytes; a larger webhook body gets 413")
+    # Each connection is a thread: a bound keeps idle clients from using up the threads (and the processes
+    # git needs to fork) the daemon has under a task limit.
+    max_connections: int = Field(default=32, ge=2, le=1024, description="connections served at once")
+    read_timeout: float = Field(default=10.0, gt=0, le=300, description="s a client has to send its whole request")
 
     @property
     def host(self) -> str:
@@ -311,10 +337,58 @@ def load_config(path: Path) -> Config:
         raise ConfigError(str(path), [str(p) for p in from_validation_error(exc)]) from None
 
 
-def token_secret(environ: dict[str, str] | None = None) -> str:
-    """The Proxmox API token secret, from the environment only."""
+def read_secret(name: str, environ: Mapping[str, str] | None = None) -> Secret | None:
+    """The secret in environment variable name, None when unset or empty; registered with the log scrubber.
+
+    Surrounding whitespace is dropped (an env file with Windows line ends leaves a CR at the end); a value that
+    still holds a control character is refused, naming the variable and never showing the value.
+    """
     env = os.environ if environ is None else environ
-    secret = env.get(TOKEN_SECRET_ENV, "")
-    if not secret:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ConfigError(
+            "environment", [f"{name} holds a control character (a CR from an env file with Windows line ends?)"]
+        )
+    register_secret(value)
+    return Secret(value)
+
+
+def token_secret(environ: Mapping[str, str] | None = None) -> Secret:
+    """The Proxmox API token secret, from the environment only."""
+    secret = read_secret(TOKEN_SECRET_ENV, environ)
+    if secret is None:
         raise ConfigError("environment", [f"{TOKEN_SECRET_ENV} is not set (the Proxmox API token secret)"])
     return secret
+
+
+def _access(mode: int, mask: int) -> str:
+    """How mode opens a file beyond its owner, within mask: e.g. "readable by its group and others"."""
+    open_bits = mode & mask
+    how = [word for bits, word in ((0o044, "readable"), (0o022, "writable")) if open_bits & bits]
+    who = [word for bits, word in ((0o070, "its group"), (0o007, "others")) if open_bits & bits]
+    return f"{' and '.join(how) or 'usable'} by {' and '.join(who)}"
+
+
+def refuse_open_files(path: Path, config: Config) -> None:
+    """Refuse to start when the config file is open to others, or a private key to anyone but its owner.
+
+    The config may be read through its group (the README installs it root:reconciler 0640); a key may not, as
+    ssh itself refuses. Raises ConfigError naming each file and the chmod that fixes it.
+    """
+    files: list[tuple[Path, str, int, str]] = [(path, "the config file", 0o007, "o-rwx")]
+    if config.provision.ssh is not None:
+        files.append((config.provision.ssh.key, "the SSH key (provision.ssh.key)", 0o077, "600"))
+    if config.git.ssh_key is not None:
+        files.append((config.git.ssh_key, "the Git SSH key (git.ssh_key)", 0o077, "600"))
+    problems = []
+    for file, what, mask, fix in files:
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except OSError:
+            continue  # a missing key is said by the step that needs it, with its own words
+        if mode & mask:
+            problems.append(f"{what} {file} is {_access(mode, mask)} (mode {mode:04o}): run chmod {fix} {file}")
+    if problems:
+        raise ConfigError(str(path), problems)

@@ -7,9 +7,11 @@ result; `once` keeps passing until nothing it started is still running.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -18,23 +20,25 @@ from reconciler.apply.context import Tools
 from reconciler.apply.intents import resolve_intents
 from reconciler.apply.runner import Runner
 from reconciler.config import Config
+from reconciler.desired.files import Entry, Kind, sort_out, unopened
 from reconciler.desired.profile import Profile
-from reconciler.desired.validate import validate
+from reconciler.desired.request import Request
+from reconciler.desired.validate import parse_request, validate
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
-from reconciler.model.desired import Desired, RequestFile
+from reconciler.model.desired import Desired, Invalid, RequestFile
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Observed
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import GuestState, JobType, Phase
 from reconciler.observe import ConfigCache, foreign_addresses, observe
-from reconciler.parse import load_yaml
+from reconciler.parse import MAX_FILE_BYTES, load_yaml
 from reconciler.plan import Plan, needs_foreign_addresses, plan
 from reconciler.plan.guard import Guard
 from reconciler.report import caddy, status
-from reconciler.report.files import GeneratedPaths, changes
+from reconciler.report.files import GeneratedPaths, HandEdits, changes, hand_edited
 
 log = structlog.get_logger("reconciler.cycle")
 FOLLOW_POLL = 5.0  # seconds between checks while `once` waits for a job to end
@@ -50,6 +54,8 @@ class Source:
     status: dict[str, bytes]
     requests_revision: str | None = None  # the last commit that changed requests/
     confirmed: str | None = None  # the revision the confirm file names
+    refused: tuple[Invalid, ...] = ()  # entries of requests/ refused unread: links, folders, names, duplicates
+    not_plain: frozenset[str] = frozenset()  # status and Caddy paths holding a link or other non-file: never written
 
     @property
     def previous(self) -> dict[str, Standing]:
@@ -115,27 +121,39 @@ class Reconciler:
         self.tools = Tools(pve, config.proxmox, pct, self.vmids)
         self.paths = GeneratedPaths(config.paths)
         self.configs = ConfigCache(refresh=config.proxmox.config_refresh)
+        self.hand_edits = HandEdits()  # generated files found edited by hand (reconciler_generated_files_hand_edited)
 
     def close(self) -> None:
         self.checkout.repo.close()
 
     def read_source(self) -> Source:
-        """Fetch, fast-forward and read the request files with the commit that last changed each."""
+        """Fetch, fast-forward and read the request files with the commit that last changed each.
+
+        Raises GitError (permanent) when the requests, status or Caddy folder is, or lies under, a symbolic
+        link: all three are listed before a byte is read, and nothing is read or written through a link.
+        """
         revision = self.checkout.sync()
         paths = self.config.paths
-        requests, changed = read_requests(self.checkout, paths.requests)
+        listed = {folder: self.checkout.list_dir(folder) for folder in (paths.requests, paths.status, paths.caddy)}
+        requests = read_request_folder(self.checkout, paths.requests, listed[paths.requests])
+        caddy_files, caddy_odd = read_generated(self.checkout, paths.caddy, listed[paths.caddy])
+        status_files, status_odd = read_generated(self.checkout, paths.status, listed[paths.status])
         return Source(
             revision,
-            requests,
-            self.checkout.read_dir(paths.caddy),
-            self.checkout.read_dir(paths.status),
-            changed,
+            requests.files,
+            caddy_files,
+            status_files,
+            requests.revision,
             confirmed_revision(self.checkout.read_file(self.config.guard.confirm_file)),
+            requests.refused,
+            caddy_odd | status_odd,
         )
 
     def decide(self, source: Source) -> Decision:
         """Validate, observe and plan; reads only."""
         valid, invalid = validate(source.requests, self.profiles, self.config.site)
+        # Entries refused before parsing (links, folders, bad or doubled names) stand beside the invalid files.
+        invalid = sorted([*invalid, *source.refused], key=lambda i: i.name)
         in_flight, attempts, settling = self.runner.snapshot()  # before Proxmox is asked: see observe
         adopting = [d.life.vmid for d in valid if d.life.adopt and d.life.vmid is not None]
         observed = observe(self.pve, self.store, in_flight, attempts, settling, self.configs, adopting)
@@ -149,7 +167,7 @@ class Reconciler:
             observed,
             self.vmids,
             service_domains=caddy.domains(source.caddy),
-            request_names=[f.name for f in source.requests],
+            request_names=[f.name for f in source.requests] + [i.name for i in source.refused],
             now=now,
             setup_on=self.tools.pct is not None,
             guard=Guard(
@@ -283,8 +301,12 @@ class Reconciler:
     def generated_files(
         self, source: Source, decision: Decision, statuses: Mapping[str, Standing]
     ) -> dict[str, str | None]:
-        """Status and Caddy files to write (text) or delete (None); only files the reconciler made are touched."""
-        stems = {f.name: f.path for f in source.requests}
+        """Status and Caddy files to write (text) or delete (None); only files the reconciler made are touched.
+
+        A file it would write that lost its header (edited by hand) or is no plain file (a link) is left alone and
+        reported: a warning when that is new or changed, and in hand_edits for the metric.
+        """
+        stems = {f.name for f in source.requests} | {i.name for i in source.refused}
         wanted_status = {self.paths.status(name): status.render(s) for name, s in statuses.items()}
         out = changes(source.status, wanted_status, status.is_generated)
 
@@ -309,7 +331,20 @@ class Reconciler:
             return claimed.get(path) == who or (who in invalid and who in stems) or who in held
 
         out.update(changes(source.caddy, wanted_caddy, caddy.is_generated, keep))
+        self._report_hand_edits(source, wanted_status, out)
         return out
+
+    def _report_hand_edits(self, source: Source, wanted_status: Mapping[str, str], out: dict[str, str | None]) -> None:
+        """Leave generated files edited by hand (or replaced by a link) as they are, and say so once per change."""
+        found = hand_edited(source.status, wanted_status, status.is_generated)
+        found |= hand_edited(source.caddy, routed_paths(source.requests, self.paths), caddy.is_generated)
+        reasons = dict.fromkeys(found, "has lost the reconciler's header, so it is no longer updated")
+        for path in sorted(source.not_plain & (set(out) | set(wanted_status))):
+            out.pop(path, None)  # never written through: a link could point at a request or outside the checkout
+            found[path] = b"not a plain file"
+            reasons[path] = "is not a plain file (a symbolic link?), so the reconciler never writes it"
+        for path in self.hand_edits.update(found):
+            log.warning("generated file edited by hand", path=path, reason=reasons[path], fix="remove the file")
 
 
 def confirmed_revision(text: bytes | None) -> str | None:
@@ -324,13 +359,67 @@ def confirmed_revision(text: bytes | None) -> str | None:
     return str(value).strip() if value else None
 
 
+@dataclass(frozen=True)
+class RequestFolder:
+    """The requests folder as read: the files to validate, the entries refused unread, the folder's last commit."""
+
+    files: list[RequestFile]
+    refused: tuple[Invalid, ...]
+    revision: str | None
+
+
+def read_request_folder(
+    checkout: Checkout, folder: str, listed: Mapping[str, os.stat_result] | None = None
+) -> RequestFolder:
+    """The request files of a checkout, each with the commit that last changed it; the entries refused before
+    a byte of them is read (see desired.files); and the last commit that changed the folder (what a
+    mass-change confirmation names). listed: the folder's listing, when the caller has it already."""
+    entries = checkout.list_dir(folder) if listed is None else listed
+    listing = sort_out(folder, {name: Entry.of(st.st_mode, st.st_size) for name, st in entries.items()})
+    texts = checkout.read_entries(folder, [c.entry for c in listing.candidates], MAX_FILE_BYTES + 1)
+    refused = list(listing.refused)
+    read = []
+    for candidate in listing.candidates:
+        text = texts.get(candidate.entry)
+        if text is None:
+            refused.append(unopened(folder, candidate))
+        else:
+            read.append((f"{folder}/{candidate.entry}", candidate.name, text))
+    paths = {path for path, _, _ in read} | {f"{folder}/{e}" for r in refused for e in r.entries}
+    revisions = checkout.last_changes(folder, paths)
+    return RequestFolder(
+        [RequestFile(path, name, text, revisions.get(path)) for path, name, text in sorted(read)],
+        tuple(sorted((r.invalid(folder, revisions) for r in refused), key=lambda i: i.name)),
+        checkout.last_change(folder),
+    )
+
+
 def read_requests(checkout: Checkout, folder: str) -> tuple[list[RequestFile], str | None]:
-    """The request files of a checkout, each with the commit that last changed it, and the last commit that
-    changed the folder (what a mass-change confirmation names)."""
-    texts = checkout.read_dir(folder)
-    revisions = checkout.last_changes(folder, set(texts))
-    requests = [
-        RequestFile(path, path.rsplit("/", 1)[-1].rsplit(".", 1)[0], text, revisions.get(path))
-        for path, text in sorted(texts.items())
-    ]
-    return requests, checkout.last_change(folder)
+    """The request files of a checkout that may be parsed, and the folder's last commit (read_request_folder
+    also gives the entries refused unread)."""
+    found = read_request_folder(checkout, folder)
+    return found.files, found.revision
+
+
+def read_generated(
+    checkout: Checkout, folder: str, listed: Mapping[str, os.stat_result]
+) -> tuple[dict[str, bytes], frozenset[str]]:
+    """The plain files of a generated folder (at most MAX_FILE_BYTES + 1 bytes each: load_yaml refuses more),
+    and the paths there that are not plain files (never followed, never written)."""
+    names = [n for n in listed if n.endswith((".yaml", ".yml"))]
+    plain = [n for n in names if Entry.of(listed[n].st_mode, 0).kind == Kind.FILE]
+    texts = checkout.read_entries(folder, plain, MAX_FILE_BYTES + 1)
+    files = {f"{folder}/{n}": t for n, t in texts.items() if t is not None}
+    return files, frozenset(f"{folder}/{n}" for n in names) - set(files)
+
+
+def routed_paths(requests: Iterable[RequestFile], paths: GeneratedPaths) -> set[str]:
+    """The Caddy files of every request that asks to be exposed at a domain (valid or not otherwise)."""
+    out = set()
+    for file in requests:
+        parsed = parse_request(file)  # cached: validate parsed the same file this pass
+        service = parsed.service if isinstance(parsed, Request) else None
+        if service is not None and service.expose and service.domain:
+            with contextlib.suppress(ValueError):
+                out.add(paths.caddy(service.domain))
+    return out

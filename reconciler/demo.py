@@ -59,19 +59,22 @@ def write_config(
     """A config for the fake cluster (nodes pve1..pve3, bridge vmbr0 on 192.168.50.0/24) under root."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / "config.yaml"
-    path.write_text(
-        CONFIG.format(
-            remote=remote,
-            root=root,
-            port=port,
-            token_id=TOKEN_ID,
-            ca_file=ca_file,
-            address_timeout=address_timeout,
-            vmid_low=vmid_range[0],
-            vmid_high=vmid_range[1],
-        ),
-        encoding="utf-8",
-    )
+    # Owner-only, as the daemon demands of a config file (others may not read it).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(
+            CONFIG.format(
+                remote=remote,
+                root=root,
+                port=port,
+                token_id=TOKEN_ID,
+                ca_file=ca_file,
+                address_timeout=address_timeout,
+                vmid_low=vmid_range[0],
+                vmid_high=vmid_range[1],
+            )
+        )
     return path
 
 

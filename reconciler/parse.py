@@ -1,11 +1,26 @@
-"""Reading and writing the YAML files the reconciler shares with people, and pydantic's errors in plain words."""
+"""Reading and writing the YAML files the reconciler shares with people, and pydantic's errors in plain words.
+
+Everything it reads from the repository (requests, its own status and Caddy files, which anyone with push access
+can edit, the confirm file) and the config goes through load_yaml, so every cap on hostile YAML lives here.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler.model.problem import Problem
 
@@ -15,7 +30,24 @@ try:  # libyaml is many times faster on thousands of request and status files
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeDumper, SafeLoader  # type: ignore[assignment]
 
+# A request file is a few hundred bytes and a status file a few KiB; 64 KiB leaves room and bounds the work.
+MAX_FILE_BYTES = 64 * 1024
+# Values once aliases are expanded: a "billion laughs" file is a few hundred bytes that expand to 10**9 values
+# (PyYAML shares them, so the blow-up comes later, when anything walks the result).
+MAX_NODES = 10_000
+MAX_DEPTH = 32  # nesting of mappings and lists, aliases expanded; every file the reconciler reads needs under 6
+SHOWN = 60  # characters of a value from an input file that a message quotes
+
 _BOOL = "tag:yaml.org,2002:bool"
+_MERGE = "tag:yaml.org,2002:merge"
+_STANDARD_TAG = "tag:yaml.org,2002:"
+
+
+class _Refused(ValueError):
+    """A cap or rule of load_yaml, at a line of the file (None: the whole file)."""
+
+    def __init__(self, line: int | None, reason: str) -> None:
+        super().__init__(f"not valid YAML at line {line}: {reason}" if line is not None else reason)
 
 
 class Yaml12Loader(SafeLoader):
@@ -25,6 +57,20 @@ class Yaml12Loader(SafeLoader):
     be a string. Only the resolver, which runs in Python either way, changes: parsing stays in C.
     """
 
+    def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
+        """A mapping; a key given twice is refused (PyYAML keeps the last: a reviewer reads the first)."""
+        if isinstance(node, MappingNode):
+            first: dict[object, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE:
+                    continue  # complex keys are refused by PyYAML; merged keys may be overridden, by design
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    raise _Refused(line, f"duplicate key {quoted(key_node.value)} (first at line {first[key]})")
+                first[key] = line
+        return super().construct_mapping(node, deep)  # type: ignore[arg-type]
+
 
 Yaml12Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
@@ -33,11 +79,35 @@ Yaml12Loader.yaml_implicit_resolvers = {
 Yaml12Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
+def shorten(text: str, limit: int = SHOWN) -> str:
+    """text cut to limit characters, with an ellipsis when it was longer."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def quoted(value: str, limit: int = SHOWN) -> str:
+    """A value from an input file for a message: quoted, control characters escaped, and shortened."""
+    return repr(shorten(value, limit))
+
+
+# Kept as they are: printable ASCII and the rest of Unicode, less what YAML reads as a line break or refuses
+# (C0, C1, U+2028, U+2029, surrogates) and the invisible format characters that make a reader see another text
+# (soft hyphen, zero-width ones, bidirectional overrides and isolates, the byte order mark).
+_UNSAFE_IN_LINE = re.compile(
+    r"[^\x20-\x7e\xa0-\xac\xae-\u200a\u2010-\u2027\u202f-\u205f\u2070-\ud7ff\ue000-\ufefe\uff00-\ufffd"
+    r"\U00010000-\U0010ffff]|\\"
+)
+
+
+def one_line(text: str) -> str:
+    """text for one line of a generated file (a comment): backslash, line breaks and control characters escaped."""
+    return _UNSAFE_IN_LINE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def from_validation_error(error: ValidationError) -> list[Problem]:
     """Turn pydantic's errors into one Problem per field, in the operator's words."""
     problems = []
     for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"])
+        field = ".".join(_part(part) for part in item["loc"])
         reason = item["msg"]
         if item["type"] == "extra_forbidden":
             reason = "unknown key"
@@ -49,17 +119,153 @@ def from_validation_error(error: ValidationError) -> list[Problem]:
     return problems
 
 
+def _part(part: int | str) -> str:
+    """One step of a field's path; a key from the file is shown as written only when it is short and plain."""
+    text = str(part)
+    return text if len(text) <= SHOWN and text.isprintable() and "." not in text else quoted(text)
+
+
 def dump_yaml(doc: object) -> str:
     """YAML text of a plain document, keys in the order given."""
     return yaml.dump(doc, Dumper=SafeDumper, sort_keys=False, allow_unicode=True)
 
 
 def load_yaml(text: str | bytes) -> object:
-    """Parse YAML safely, with YAML 1.2 booleans; raises ValueError with the line of the first error."""
+    """Parse one YAML document safely, with YAML 1.2 booleans and the caps above; raises ValueError with a reason.
+
+    Refused: more than MAX_FILE_BYTES, empty, not UTF-8, NUL bytes, several documents, any explicit tag,
+    duplicate keys, nesting beyond MAX_DEPTH and more than MAX_NODES values with aliases expanded.
+    """
+    data = _checked_bytes(text)
+    loader = Yaml12Loader(data)
     try:
-        return yaml.load(text, Loader=Yaml12Loader)
+        node = _Composer(loader).single_document()
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ValueError(f"not valid YAML{where}: {problem}") from None
+    except _Refused:
+        raise
+    except (ValueError, OverflowError) as exc:  # a constructor's own check: a timestamp like 2024-13-45
+        raise ValueError(f"not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _checked_bytes(text: str | bytes) -> bytes:
+    """The file's bytes once size, text encoding and NUL bytes are known good."""
+    if isinstance(text, str):
+        if len(text) > MAX_FILE_BYTES:  # each character is at least one byte: no need to encode a huge text
+            raise ValueError(f"the file is larger than {MAX_FILE_BYTES // 1024} KiB")
+        try:
+            text = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not UTF-8 text: it holds a lone surrogate character") from None
+    if len(text) > MAX_FILE_BYTES:
+        raise ValueError(f"the file is larger than {MAX_FILE_BYTES // 1024} KiB ({len(text)} bytes)")
+    if not text.strip():
+        raise ValueError("the file is empty")
+    nul = text.find(b"\0")
+    if nul >= 0:
+        line = text.count(b"\n", 0, nul) + 1
+        raise ValueError(f"holds a NUL byte at line {line}: a binary file, not YAML text")
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = text.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (text.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = text[exc.start]
+        raise ValueError(f"not UTF-8 text: byte 0x{byte:02x} at line {line}, column {column}") from None
+    return text
+
+
+class _Composer:
+    """Builds the node graph from libyaml's events, as PyYAML's composer does, with the caps on the way.
+
+    An alias adds the whole size and height of its anchor, so what is counted is what any walk of the result
+    meets. An alias inside its own anchor is refused (PyYAML would make a list that contains itself).
+    """
+
+    def __init__(self, loader: Yaml12Loader) -> None:
+        # PyYAML's stubs type events and marks loosely (everything may be None): libyaml's are complete.
+        self.events: Any = loader
+        self.anchors: dict[str, tuple[Node, int, int]] = {}  # anchor -> node, values, height
+        self.count = 0
+
+    def single_document(self) -> Node:
+        events = self.events
+        events.get_event()  # StreamStartEvent
+        if events.check_event(StreamEndEvent):
+            raise _Refused(None, "holds no YAML document, only comments")
+        events.get_event()  # DocumentStartEvent
+        node, _, _ = self._node(1)
+        events.get_event()  # DocumentEndEvent
+        if not events.check_event(StreamEndEvent):
+            line = events.peek_event().start_mark.line + 1
+            raise _Refused(line, "a second document (after ---): a file holds one document only")
+        return node
+
+    def _node(self, depth: int) -> tuple[Node, int, int]:
+        """The next node, the number of values in it (aliases expanded) and its height."""
+        event = self.events.get_event()
+        line: int = event.start_mark.line + 1
+        if isinstance(event, AliasEvent):
+            anchor = str(event.anchor)
+            found = self.anchors.get(anchor)
+            if found is None:
+                raise _Refused(line, f"alias *{shorten(anchor)} names no complete anchor before it")
+            self._count(found[1], line)
+            if depth + found[2] - 1 > MAX_DEPTH:
+                raise _Refused(line, f"nested deeper than {MAX_DEPTH} levels (aliases expanded)")
+            return found
+        if event.tag is not None:
+            tag: str = event.tag
+            shown = "!!" + tag[len(_STANDARD_TAG) :] if tag.startswith(_STANDARD_TAG) else tag
+            raise _Refused(line, f"the tag {shorten(shown)} is not allowed: write plain values, without tags")
+        if depth > MAX_DEPTH:
+            raise _Refused(line, f"nested deeper than {MAX_DEPTH} levels")
+        self._count(1, line)
+        if isinstance(event, ScalarEvent):
+            node, size, height = self._scalar(event), 1, 1
+        elif isinstance(event, SequenceStartEvent):
+            node, size, height = self._collection(SequenceNode, event, depth, SequenceEndEvent, 1)
+        elif isinstance(event, MappingStartEvent):
+            node, size, height = self._collection(MappingNode, event, depth, MappingEndEvent, 2)
+        else:  # pragma: no cover - libyaml makes no other event where a value belongs
+            raise _Refused(line, f"unexpected {type(event).__name__}")
+        if event.anchor is not None:
+            self.anchors[event.anchor] = (node, size, height)
+        return node, size, height
+
+    def _scalar(self, event: Any) -> Node:
+        tag = self.events.resolve(ScalarNode, event.value, event.implicit)
+        node: Node = _new(ScalarNode, tag, event.value, event.start_mark, event.end_mark, style=event.style)
+        return node
+
+    def _collection(
+        self, kind: type[Node], event: Any, depth: int, end: type[Any], arity: int
+    ) -> tuple[Node, int, int]:
+        """A sequence (arity 1) or a mapping (arity 2: key, value) and its items, the caps checked on the way."""
+        items: list[Any] = []
+        size, height = 1, 1
+        while not self.events.check_event(end):
+            group = []
+            for _ in range(arity):
+                item, item_size, item_height = self._node(depth + 1)
+                group.append(item)
+                size, height = size + item_size, max(height, item_height + 1)
+            items.append(group[0] if arity == 1 else tuple(group))
+        end_mark = self.events.get_event().end_mark
+        tag = self.events.resolve(kind, None, True)
+        node: Node = _new(kind, tag, items, event.start_mark, end_mark, flow_style=event.flow_style)
+        return node, size, height
+
+    def _count(self, values: int, line: int) -> None:
+        self.count += values
+        if self.count > MAX_NODES:
+            raise _Refused(line, f"more than {MAX_NODES} values (aliases expanded): far more than any file here needs")
+
+
+_new: Any = lambda kind, *args, **kwargs: kind(*args, **kwargs)  # noqa: E731 - the node classes are untyped

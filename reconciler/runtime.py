@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+import structlog
 from pydantic import ValidationError
 
 from reconciler.apply.runner import Heartbeat, JobHook, Runner
-from reconciler.config import GIT_TOKEN_ENV, Config, GitConfig, token_secret
+from reconciler.config import GIT_TOKEN_ENV, Config, GitConfig, read_secret, token_secret
 from reconciler.cycle import Decision, Reconciler, Source, read_requests
 from reconciler.desired.profile import Profile, builtin_profiles_dir, load_profiles
 from reconciler.gateways.git import Checkout
@@ -24,10 +25,11 @@ from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox, RequestHook
 from reconciler.gateways.sqlite import JobStore
 from reconciler.lock import CheckoutLock
-from reconciler.logs import register_secret
 from reconciler.model.desired import RequestFile
 from reconciler.model.errors import ConfigError, GitError, StateError
 from reconciler.model.vocab import Transport
+
+log = structlog.get_logger("reconciler.runtime")
 
 
 def profiles_for(config: Config) -> dict[str, Profile]:
@@ -42,14 +44,31 @@ def build_reconciler(
     runner: Runner,
     on_request: RequestHook | None = None,
 ) -> Reconciler:
-    """A Reconciler for this config; raises ConfigError for a missing secret or bad profiles."""
-    secret = token_secret(dict(environ))
-    for value in (secret, environ.get(GIT_TOKEN_ENV, "")):
-        register_secret(value)
+    """A Reconciler for this config; raises ConfigError for a missing or malformed secret or bad profiles."""
+    secret = token_secret(environ)
     profiles = profiles_for(config)
-    pve = Proxmox(config.proxmox, secret, on_request=on_request)
+    if not config.proxmox.verify_ssl:
+        _without_tls_verification(config)
+    pve = Proxmox(config.proxmox, secret.reveal(), on_request=on_request)
     pct = Pct(config.provision) if config.provision.transport != Transport.OFF else None
     return Reconciler(config, profiles, pve, store, Checkout(config.git, environ), runner, pct)
+
+
+def check_secrets(environ: Mapping[str, str]) -> None:
+    """Read every secret the environment gives the reconciler, so a missing or malformed one is said before
+    anything is opened (each is registered with the log scrubber as it is read)."""
+    token_secret(environ)
+    read_secret(GIT_TOKEN_ENV, environ)
+
+
+def _without_tls_verification(config: Config) -> None:
+    """Say where a Reconciler is built (at start, and at a reload that keeps it so) that the Proxmox API's
+    certificate is not checked; urllib3's own warning on every call is silenced (proxmoxer does it)."""
+    log.warning(
+        "proxmox tls verification off",
+        host=config.proxmox.host,
+        hint="anyone on the path can read the token: set proxmox.verify_ssl true and proxmox.ca_file",
+    )
 
 
 @dataclass
@@ -81,7 +100,7 @@ def open_runtime(
     Raises ConfigError for a missing secret or bad profiles, AlreadyRunning when another process holds the lock.
     """
     env = dict(os.environ if environ is None else environ)
-    token_secret(env)  # a missing secret is said before anything is opened
+    check_secrets(env)  # a missing or malformed secret is said before anything is opened
     profiles_for(config)
     lock = CheckoutLock(config.git.checkout).acquire()
     try:
@@ -212,7 +231,7 @@ def open_planner(config: Config, environ: Mapping[str, str] | None = None, ref: 
     Raises ConfigError for a missing secret, bad profiles or a ref that is no branch name.
     """
     env = dict(os.environ if environ is None else environ)
-    token_secret(env)
+    check_secrets(env)
     profiles_for(config)
     ref_git = None
     if ref is not None and ref != config.git.branch:

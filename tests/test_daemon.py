@@ -17,7 +17,10 @@ import yaml
 from conftest import WEBHOOK_SECRET, DaemonProcess, FakeCluster, OperatorClone, request_yaml, static
 
 from reconciler.config import load_config
+from reconciler.daemon.loop import failing_part
 from reconciler.desired.profile import builtin_profiles_dir
+from reconciler.gateways.git import GitTimeout
+from reconciler.model.errors import GitError, ProxmoxError, StateError
 
 
 def test_a_signed_push_webhook_gets_a_new_request_ready_within_seconds(
@@ -94,7 +97,7 @@ def test_readyz_turns_503_when_proxmox_fails_and_recovers(daemon: DaemonProcess,
     cluster.pve.fail("GET", "/cluster/resources", 500, "cluster not ready - no quorum?")
     assert daemon.push_hook()[0] == 202
     daemon.wait_for(lambda: daemon.get("/readyz")[0] == 503, what="readyz 503")
-    assert "Proxmox failing: list guests: cluster not ready - no quorum?" in daemon.get("/readyz")[1]
+    assert daemon.get("/readyz")[1] == "proxmox list guests failed (HTTP 500)\n"  # never Proxmox's own words
     assert daemon.metric("reconciler_cycles_total", result="error") == 1
     cluster.pve.failures.clear()
     assert daemon.push_hook()[0] == 202
@@ -304,3 +307,24 @@ def test_requests_not_applied_and_unhealthy_are_counted_apart_for_alerts() -> No
     assert values[("reconciler_requests_not_applied", None)] == 1
     assert values[("reconciler_requests", "Failed")] == 1
     assert values[("reconciler_requests", "Ready")] == 1
+
+
+LEAKY = "Invalid header value b'PVEAPIToken=reconciler@pve!gitops=s3cr3t\\r' at https://user:pw@host/x.git"
+PARTS: list[tuple[Exception, str]] = [
+    (GitTimeout("fetch", 60), "git fetch timed out after 60 s"),
+    (GitError("push", f"[remote rejected] {LEAKY}"), "git push refused by the remote"),
+    (GitError("push", LEAKY, temporary=True), "git push failed"),
+    (GitError("fetch", LEAKY, temporary=True), "git fetch failed"),
+    (ProxmoxError("list guests", LEAKY, None, temporary=True), "proxmox not answering"),
+    (ProxmoxError("list guests", LEAKY, None), "proxmox cannot be called (see the log)"),
+    (ProxmoxError("list guests", LEAKY, 401), "proxmox refused the API token"),
+    (ProxmoxError("create", LEAKY, 403), "proxmox refused create (the API token lacks a privilege)"),
+    (ProxmoxError("list guests", LEAKY, 500, temporary=True), "proxmox list guests failed (HTTP 500)"),
+    (StateError("/var/lib/x.sqlite", LEAKY, temporary=True), "job database locked by another process"),
+    (ValueError(LEAKY), "internal error (see the log)"),
+]
+
+
+@pytest.mark.parametrize(("error", "part"), PARTS, ids=[p for _, p in PARTS])
+def test_readyz_names_the_failing_part_in_fixed_words_never_the_errors_own_text(error: Exception, part: str) -> None:
+    assert failing_part(error) == part

@@ -11,7 +11,8 @@ from conftest import FakeCluster
 from reconciler.config import ProxmoxConfig
 from reconciler.demo import TOKEN_ID
 from reconciler.fake import TEMPLATE
-from reconciler.gateways.proxmox import ConfigChanged, Locked, Proxmox, VmidTaken
+from reconciler.gateways.proxmox import BAD_HEADER, ConfigChanged, Locked, Proxmox, VmidTaken
+from reconciler.gateways.proxmox_body import ParamValue
 from reconciler.gateways.sqlite import JobStore
 from reconciler.model.errors import ProxmoxError
 from reconciler.model.vocab import GuestStatus
@@ -275,3 +276,35 @@ def test_an_offline_node_and_a_dropped_connection_are_told_apart(cluster: FakeCl
     assert read.value.reason == f"the connection to the Proxmox API was dropped before an answer {where}"
     cluster.pve.flaky_network()
     assert pve.container_config("pve2", VMID).get("cores") == "1"
+
+
+def test_a_secret_no_header_may_carry_is_refused_in_fixed_words_never_quoting_the_header(cluster: FakeCluster) -> None:
+    # An env file with Windows line ends: the library's error would quote the whole Authorization header.
+    broken = Proxmox(
+        ProxmoxConfig(host="127.0.0.1", port=cluster.port, token_id=TOKEN_ID, ca_file=cluster.ca_file),
+        cluster.secret + "\r",
+    )
+    with pytest.raises(ProxmoxError) as caught:
+        broken.guests()
+    assert caught.value.reason == BAD_HEADER
+    assert cluster.secret not in str(caught.value) and "PVEAPIToken" not in str(caught.value)
+    assert not caught.value.temporary  # waiting will not mend the secret
+
+
+def test_a_refusal_names_the_privilege_the_token_lacks_and_the_path(cluster: FakeCluster) -> None:
+    body: dict[str, ParamValue] = {"vmid": 200, "ostemplate": TEMPLATE, "rootfs": "local-lvm:2"}
+    cluster.pve.acl[TOKEN_ID] = [("/", {"VM.Audit"})]
+    with pytest.raises(ProxmoxError) as caught:
+        pve_for(cluster).create_lxc("pve1", body)
+    assert caught.value.status == 403 and not caught.value.temporary
+    # PVE's refusal of the create itself names nothing: the gateway knows what a create needs.
+    lacks = "the API token lacks VM.Allocate on /vms/200 (see the README's Reconciler role)"
+    assert caught.value.reason == f"Proxmox refused: {lacks}"
+
+    cluster.pve.acl[TOKEN_ID] = [("/", {"VM.Audit", "VM.Allocate"})]
+    with pytest.raises(ProxmoxError) as caught:
+        pve_for(cluster).create_lxc("pve1", body)
+    assert caught.value.reason == (
+        "Proxmox refused: the API token lacks Datastore.AllocateSpace or Datastore.Audit on /storage/local"
+        " (see the README's Reconciler role)"
+    )

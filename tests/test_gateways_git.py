@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import os
 import shutil
 import ssl
 import stat
@@ -216,7 +217,9 @@ def test_a_git_token_is_sent_from_the_environment_and_never_written_to_git_confi
     url, seen = https_remote
     token = "ghp_never_on_disk_123456"
     config = GitConfig(remote=url, checkout=tmp_path / "co")
-    checkout = Checkout(config, {GIT_TOKEN_ENV: token, "PATH": "/usr/bin:/bin"})
+    checkout = Checkout(
+        config, {GIT_TOKEN_ENV: token, "PATH": "/usr/bin:/bin", "GIT_SSL_CAINFO": os.environ["GIT_SSL_CAINFO"]}
+    )
 
     with pytest.raises(GitError) as caught:
         checkout.sync()  # the server refuses the token: the fetch fails, after having sent it

@@ -100,3 +100,66 @@ def test_only_files_the_reconciler_wrote_are_changed_or_deleted() -> None:
     existing = {"c/a.example.com.yaml": ours, "c/hand.yaml": b"name: hand\n"}
     wanted = {"c/hand.yaml": "something else"}
     assert changes(existing, wanted, caddy.is_generated) == {"c/a.example.com.yaml": None}
+
+
+HOSTILE_PATH = "requests/a\nphase: Ready\n---\nx: 1\r\u2028\x85\\.yaml"
+
+
+def test_a_file_name_with_line_breaks_adds_no_line_key_or_document_to_a_status_file() -> None:
+    standing = Standing("a", HOSTILE_PATH, Phase.INVALID, "1 problem(s)", problems=("node: 'x\\nphase: Ready'",))
+    text = render(standing)
+    header, body = text.split("\n", 1)
+    assert header.startswith("# Written by reconciler for requests/a\\nphase: Ready\\n---\\nx: 1\\r\\u2028\\x85\\\\")
+    assert body.startswith("apiVersion: reconciler/v1\n")
+    assert yaml.safe_load(text)["phase"] == "Invalid"
+    assert parse(text.encode()) == standing
+
+
+def test_a_file_name_or_value_adds_no_line_or_key_to_a_service_file() -> None:
+    text = caddy.render("blog", HOSTILE_PATH, "blog.example.com\nauth: true", "1.2.3.4", 80, "/x\nauth: true")
+    assert len([line for line in text.splitlines() if line.startswith("#")]) == 1
+    assert yaml.safe_load(text) == {
+        "name": "blog.example.com\nauth: true",
+        "type": "proxy",
+        "domain": "blog.example.com\nauth: true",
+        "headers": True,
+        "auth": False,
+        "backend": "1.2.3.4:80",
+        "health": "/x\nauth: true",
+    }
+    assert caddy.owner(text.encode()) == "blog"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "name: [blog]\n",  # a list where a name belongs: the next render would fail on it
+        "vmid: two hundred\n",
+        "vmid: true\n",
+        "job: {id: 1}\n",
+        "problems: [{a: b}]\n",
+        "problems: x\n",
+        "drift: [1]\n",
+        "drift: [{field: cores, desired: 1}]\n",
+        "refused: [{field: cores, asked: [1], kept: 2}]\n",
+        "applied: 1\n",
+        "flapping: null\n",
+        "phase: Sleeping\n",
+        "setup: [done]\n",
+    ],
+)
+def test_a_status_file_edited_into_other_types_is_ignored(body: str) -> None:
+    doc = yaml.safe_load(render(STATUS).split("\n", 1)[1])
+    doc.update(yaml.safe_load(body))
+    text = "# Written by reconciler for requests/blog.yaml; the next cycle overwrites edits.\n" + yaml.safe_dump(doc)
+    assert parse(text.encode()) is None
+
+
+def test_a_status_file_is_read_with_the_caps_of_every_file() -> None:
+    header = b"# Written by reconciler for requests/blog.yaml; the next cycle overwrites edits.\n"
+    good = render(STATUS).encode()
+    assert parse(good) == STATUS
+    assert parse(good + b"name: other\n") is None  # a key given twice: neither value is trusted
+    assert parse(good + b"---\nname: other\n") is None
+    assert parse(header + b"name: !!python/object:os.system x\n") is None
+    assert parse(header + b"l0: &a [x, x]\nl1: &b [*a, *a]\nproblems: *b\n" + b"#" * 70_000) is None

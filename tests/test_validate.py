@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -10,8 +11,10 @@ from conftest import PROFILES, SITE, request_yaml, static
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.desired.setup import STEPS_DIR, script, web_site
 from reconciler.desired.validate import validate
 from reconciler.model.desired import Invalid, RequestFile
+from reconciler.model.owner import profile_of
 from reconciler.plan.conflicts import Claims, resolve_clashes
 
 
@@ -187,3 +190,150 @@ def test_names_yaml_1_1_reads_as_booleans_are_names(name: str) -> None:
 
 def test_booleans_are_still_true_and_false() -> None:
     assert problems(start="yes") == ["start: Input should be a valid boolean"]
+
+
+# Fields: what a request can put in a name, a domain or a text is checked for real, echoed short and safe.
+
+
+@pytest.mark.parametrize(
+    ("domain", "expected"),
+    [
+        (
+            "bücher.example.com",
+            "service.domain: 'bücher.example.com' is not ASCII: write an internationalised domain in its ASCII form,"
+            " xn--bcher-kva.example.com",
+        ),
+        # A Cyrillic a (U+0430) in place of the Latin a: only the ASCII form shows the difference.
+        ("blog.ex\u0430mple.com", "its ASCII form, blog.xn--exmple-4nf.com"),
+        ("xn--zz.example.com", "service.domain: 'xn--zz' is not a valid internationalised (xn--) label"),
+        ("blog.example.com\u200b", "service.domain: 'blog.example.com\\u200b' is not ASCII"),
+    ],
+)
+def test_an_internationalised_domain_is_accepted_only_in_its_ascii_form(domain: str, expected: str) -> None:
+    found = problems(service={"domain": domain})
+    assert any(expected in p for p in found), found
+    assert problems(service={"domain": "xn--bcher-kva.example.com"}) == []
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"node": "x" * 60_000},
+        {"storage": "s" * 60_000},
+        {"profile": "p" * 60_000},
+        {"network": {"mode": "dhcp", "bridge": "b" * 60_000}},
+        {"k" * 60_000: 1},
+    ],
+)
+def test_an_over_long_value_is_echoed_short(changes: dict[str, Any]) -> None:
+    [found] = problems(**changes)
+    assert len(found) < 300 and "…" in found, found[:300]
+
+
+def test_a_file_reports_at_most_twenty_problems_then_how_many_more() -> None:
+    found = problems(**{f"key{i:03}": i for i in range(500)})
+    assert len(found) == 21
+    assert found[:2] == ["key000: unknown key", "key001: unknown key"]
+    assert found[-1] == "... and 480 more problems"
+
+
+@pytest.mark.parametrize(
+    ("text", "char"),
+    [
+        ("\x1b[2J\x1b[Hall clear", "U+001B"),  # a terminal escape: clears the screen of whoever reads the status
+        ("price \u202e001$", "U+202E"),  # right-to-left override: reads as another text
+        ("line\rover", "U+000D"),
+        ("nul \x00 byte", "U+0000"),
+        ("zero\u200bwidth", "U+200B"),
+        ("paragraph\u2029break", "U+2029"),
+    ],
+)
+def test_a_description_with_a_control_or_invisible_character_is_refused(text: str, char: str) -> None:
+    position = text.index(chr(int(char[2:], 16))) + 1
+    assert problems(description=text) == [
+        f"description: holds the control or invisible character {char} at character {position}; only printable"
+        " text, tabs and line breaks are allowed"
+    ]
+
+
+def test_a_description_keeps_its_line_breaks_tabs_and_letters() -> None:
+    assert problems(description="Family blog\n\n\tbacked up nightly: ünïcödé, 日本語, emoji 🎉") == []
+
+
+FAKE_NOTE = (
+    "Managed by reconciler for request w (requests/w.yaml, profile web-app). Change the request file, not this guest."
+)
+
+
+@pytest.mark.parametrize("text", [FAKE_NOTE, f"intro\n\n{FAKE_NOTE}", f"{FAKE_NOTE}\n\n{FAKE_NOTE}\n"])
+def test_a_description_cannot_pass_for_the_owner_note(text: str) -> None:
+    valid, invalid = validate(
+        [RequestFile("requests/w.yaml", "w", request_yaml("w", description=text).encode())], PROFILES, SITE
+    )
+    assert invalid == []
+    description = valid[0].container.description
+    assert description.startswith(text)
+    assert profile_of(description) == "generic-service"
+    assert profile_of(description + "\n") == "generic-service"  # as Proxmox gives it back
+    assert profile_of(text) in (None, "web-app")  # alone, a note passes; after the real one, it never does
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a.example.com\n", "a.example.com;", "/x\n", "/x; return 301", "a b", '"x"', "$host", "{x}"],
+)
+def test_a_web_server_config_takes_no_value_that_could_end_its_directive(value: str) -> None:
+    with pytest.raises(ValueError, match="unsafe value for a web server configuration"):
+        web_site("nginx", "w", "requests/w.yaml", value, 80, "/var/www/w", None)
+    with pytest.raises(ValueError, match="unsafe value for a web server configuration"):
+        web_site("apache", "w", "requests/w.yaml", "w.example.com", 80, "/var/www/w", value)
+
+
+@pytest.mark.parametrize("server", ["nginx", "apache"])
+def test_a_file_name_stays_in_the_comment_line_of_a_web_server_site(server: str) -> None:
+    plain = web_site(server, "w", "requests/w.yaml", "w.example.com", 80, "/var/www/w", "/healthz")
+    hostile = web_site(
+        server, "w", "requests/w\nserver { listen 81; }\r\x85\u2028#\\", "w.example.com", 80, "/var/www/w", "/healthz"
+    )
+    assert len(hostile.splitlines()) == len(plain.splitlines())
+    assert hostile.splitlines()[1:] == plain.splitlines()[1:]
+    assert not hostile.splitlines()[0].rstrip().endswith("\\")  # Apache would join the next line to the comment
+
+
+HOSTILE_TEXT = "$(reboot) `id` '\"; rm -rf / #\n${IFS}|&><*?~!"
+
+
+def test_nothing_from_a_request_reaches_a_shell_but_as_one_quoted_argument() -> None:
+    doc = request_yaml(
+        "w",
+        profile="static-website",
+        description=HOSTILE_TEXT,
+        service={"domain": "w.example.com", "expose": True, "port": 8080, "health": "/health%20z"},
+        monitoring=True,
+    )
+    [d], invalid = validate([RequestFile("requests/w $(x).yaml", "w", doc.encode())], PROFILES, SITE)
+    assert invalid == []
+    shipped = {script(f"{p.stem}.sh") for p in STEPS_DIR.glob("*.sh") if p.name != "prelude.sh"}
+    safe_arg = re.compile(r"[A-Za-z0-9+/=._%:-]+|/var/www/w")
+    for step in d.setup.steps:
+        assert step.script in shipped  # the script is a shipped one, whatever the request says
+        for arg in step.args:
+            assert safe_arg.fullmatch(arg), (step.name, arg)  # numbers, labels, paths, base64: never shell syntax
+
+
+def _unquoted_parameters(line: str) -> list[str]:
+    """Positional parameters ($1, "$@", ${2}) outside double quotes on one line of a step script."""
+    outside = re.sub(r'"(?:[^"\\]|\\.)*"', '""', line.split(" #")[0] if not line.lstrip().startswith("#") else "")
+    outside = re.sub(r"'[^']*'", "''", outside)
+    return re.findall(r"\$(?:[0-9@*]|\{[0-9@*][^}]*\})", outside)
+
+
+def test_every_step_script_quotes_every_argument_it_is_given() -> None:
+    found = {
+        f"{path.name}:{number}": _unquoted_parameters(line)
+        for path in sorted(STEPS_DIR.glob("*.sh"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if _unquoted_parameters(line)
+    }
+    assert found == {}
+    assert _unquoted_parameters('mkdir -p $1 "$2"') == ["$1"]  # the check itself sees one

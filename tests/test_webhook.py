@@ -1,4 +1,4 @@
-"""Webhook judging (pure): Gitea, Forgejo and GitHub signatures; JSON or form bodies; other branches, events ignored."""
+"""Webhook judging (pure): signatures; JSON or form bodies; other branches ignored, unknown events refused; replays."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import json
 from pathlib import Path
 from urllib.parse import quote_plus
 
-from reconciler.daemon.webhook import judge
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.daemon.webhook import Deliveries, Verdict, delivery_keys, judge
 
 SECRET = b"s3cret"
 BODY = json.dumps({"ref": "refs/heads/main"}).encode()
@@ -38,11 +41,27 @@ def test_a_bad_missing_or_misplaced_signature_is_401_and_never_reconciles() -> N
     assert judge(SECRET, BODY + b" ", {"x-gitea-signature": SIG}, "main").status == 401
 
 
-def test_pushes_to_other_branches_and_other_events_are_ignored() -> None:
-    verdict = judge(SECRET, BODY, {"x-gitea-signature": SIG}, "production")
+def test_pushes_to_other_branches_and_pings_are_ignored() -> None:
+    verdict = judge(SECRET, BODY, {"x-gitea-signature": SIG, "x-gitea-event": "push"}, "production")
     assert (verdict.status, verdict.reconcile, verdict.message) == (202, False, "ignored: push to refs/heads/main")
     ping = judge(SECRET, BODY, {"x-hub-signature-256": f"sha256={SIG}", "x-github-event": "ping"}, "main")
     assert (ping.status, ping.reconcile) == (200, False)
+
+
+def test_unknown_missing_or_conflicting_event_types_are_400_and_never_reconcile() -> None:
+    # The event header is not signed: only push reconciles, only ping is a 2xx, and no header is no push.
+    for headers, message in (
+        ({"x-github-event": "issues"}, "unknown event type issues: only push and ping are handled"),
+        ({"x-gitea-event": "Push"}, "unknown event type Push: only push and ping are handled"),
+        ({"x-gitea-event": "push\x1b[2J" + "x" * 200}, None),
+        ({}, "no event type: none of the X-GitHub-Event, X-Gitea-Event, X-Forgejo-Event headers"),
+        ({"x-gitea-event": "push", "x-github-event": "create"}, "event type headers disagree: create, push"),
+    ):
+        verdict = judge(SECRET, BODY, {"x-gitea-signature": SIG, **headers}, "main")
+        assert (verdict.status, verdict.reconcile) == (400, False), headers
+        if message is not None:
+            assert verdict.message == message
+        assert verdict.message.isprintable() and len(verdict.message) < 120, verdict.message
 
 
 # GitHub's and Gitea's own deliveries: the body as JSON or as a form (payload=<url-encoded JSON>), signed as sent.
@@ -182,3 +201,99 @@ def test_a_signed_form_with_two_payloads_or_bytes_that_are_not_utf8_is_400() -> 
     )
     for raw in (b"payload=\xff", b"payload=%FF"):
         assert deliver(raw, github(raw, "push", FORM), PUSH_BRANCH) == (400, "form body is not UTF-8", False), raw
+
+
+def signed(body: bytes, event: str = "push", **more: str) -> dict[str, str]:
+    return {"x-gitea-signature": sign(body), "x-gitea-event": event, **more}
+
+
+def test_signed_bodies_that_are_not_a_push_object_are_400_in_plain_words() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError here, not ValueError
+    for body, message in (
+        (deep, "body is JSON nested too deeply"),
+        (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "body is JSON nested too deeply"),
+        (b'{"ref": "refs/heads/\xff\xfe"}', "body is not JSON"),  # not UTF-8
+        (b"\xef\xbb\xbf\xff", "body is not JSON"),
+        (b"", "body is not JSON"),
+        (b"[]", "push payload is not a JSON object"),
+        (b'"refs/heads/main"', "push payload is not a JSON object"),
+        (b"null", "push payload is not a JSON object"),
+        (b"{}", "push payload has no ref"),
+        (b'{"ref": ["refs/heads/main"]}', "push payload has no ref"),
+        (b'{"ref": null}', "push payload has no ref"),
+    ):
+        assert deliver(body, signed(body), "main") == (400, message, False), body[:30]
+    form = ("payload=" + quote_plus("[" * 100_000)).encode()
+    assert deliver(form, {**signed(form), "content-type": FORM}, "main") == (
+        400,
+        "payload is JSON nested too deeply",
+        False,
+    )
+
+
+def test_a_signature_header_with_non_ascii_characters_is_401_not_an_error() -> None:
+    # hmac.compare_digest raises TypeError on str with non-ASCII characters; headers arrive as Latin-1 text.
+    for value in ("é" * 64, SIG[:-1] + "é", "\x00" * 64, "sha256=" + "ß" * 64):
+        for name in ("x-gitea-signature", "x-hub-signature-256"):
+            assert deliver(BODY, {name: value, "x-gitea-event": "push"}, "main") == (
+                401,
+                "bad or missing signature",
+                False,
+            )
+
+
+def test_a_pushed_ref_is_shown_printable_and_short() -> None:
+    body = json.dumps({"ref": "refs/heads/x\n\x1b[31mred" + "y" * 500}).encode()
+    status, message, reconcile = deliver(body, signed(body), "main")
+    assert (status, reconcile) == (202, False)
+    assert message.startswith("ignored: push to refs/heads/x??[31mredyyy") and message.isprintable()
+    assert len(message) < 120
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+            max_leaves=30,
+        ).map(lambda doc: json.dumps(doc).encode()),
+        st.text(max_size=300).map(lambda t: ("payload=" + quote_plus(t)).encode()),
+    ),
+    headers=st.dictionaries(
+        st.sampled_from(["x-gitea-event", "x-github-event", "content-type", "x-gitea-delivery", "x-other"]),
+        st.one_of(st.sampled_from(["push", "ping", FORM, JSON, "issues", ""]), st.text(max_size=30)),
+        max_size=5,
+    ),
+    sign_it=st.booleans(),
+)
+def test_any_delivery_gets_a_verdict_and_only_a_signed_push_to_the_branch_reconciles(
+    body: bytes, headers: dict[str, str], sign_it: bool
+) -> None:
+    if sign_it:
+        headers = {**headers, "x-gitea-signature": sign(body)}
+    verdict = judge(SECRET, body, headers, "main")
+    assert verdict.status in (200, 202, 400, 401)
+    assert verdict.message.isprintable() and len(verdict.message) < 200
+    if verdict.reconcile:
+        assert sign_it and headers.get("x-gitea-event", headers.get("x-github-event")) == "push"
+        assert verdict.status == 202
+    if not sign_it:
+        assert verdict == Verdict(401, "bad or missing signature")
+
+
+def test_replayed_delivery_ids_are_recognised_and_memory_stays_bounded() -> None:
+    seen = Deliveries(size=8)
+    gitea = delivery_keys({k.lower(): v for k, v in gitea_push(BODY, JSON).items()})
+    assert len(gitea) == 1  # Gitea repeats one id under three names
+    assert seen.first_time(gitea)
+    assert not seen.first_time(gitea)
+    assert seen.first_time(frozenset())  # no id: nothing to compare, never called a replay
+    assert seen.first_time(frozenset())
+    for n in range(100):
+        assert seen.first_time(delivery_keys({"x-github-delivery": f"id-{n}"}))
+        assert not seen.first_time(delivery_keys({"x-gitea-delivery": f" id-{n} "}))
+        assert len(seen) <= 8
+    assert not seen.first_time(delivery_keys({"x-github-delivery": "id-99"}))
+    assert seen.first_time(gitea)  # long forgotten: memory is bounded, so a very old id is new again

@@ -27,6 +27,7 @@ from reconciler.daemon.systemd import Notifier
 from reconciler.daemon.triggers import Triggers
 from reconciler.daemon.watch import start_watching
 from reconciler.desired.profile import builtin_profiles_dir
+from reconciler.gateways.git import GitTimeout
 from reconciler.logs import register_secret
 from reconciler.model.errors import ConfigError, GitError, ProxmoxError, StateError
 from reconciler.model.vocab import Phase
@@ -36,16 +37,37 @@ log = structlog.get_logger("reconciler.daemon")
 
 # Changing these needs a restart: the lock and the job database belong to the process.
 RESTART_ONLY = (("git", "checkout"), ("git", "branch"), ("state", "database"), ("http", "listen"))
+STALLED_AFTER = 5.0  # s a step talking to the Git remote may run before /readyz names it (at most half git.timeout)
 
 
 @dataclass
 class Health:
-    """What /readyz judges: the last good pass, and whether Git and Proxmox answered last time."""
+    """What /readyz judges: the last good pass, and the part that failed the pass after it."""
 
     last_good: float | None = None  # monotonic
-    fetch_ok: bool = True
-    proxmox_ok: bool = True
-    last_error: str = ""
+    failing: str = ""  # in fixed words (see failing_part): /readyz answers anyone
+
+
+def failing_part(exc: Exception) -> str:
+    """The part a pass failed on, in fixed words: never the error's own text, which may quote a library (a
+    header with the token, a URL) and is for the log only."""
+    if isinstance(exc, GitTimeout):
+        return f"git {exc.step} timed out after {exc.seconds:g} s"
+    if isinstance(exc, GitError):
+        return (
+            "git push refused by the remote" if exc.step == "push" and not exc.temporary else f"git {exc.step} failed"
+        )
+    if isinstance(exc, ProxmoxError):
+        if exc.status is None:
+            return "proxmox not answering" if exc.temporary else "proxmox cannot be called (see the log)"
+        if exc.status == 401:
+            return "proxmox refused the API token"
+        if exc.status == 403:
+            return f"proxmox refused {exc.step} (the API token lacks a privilege)"
+        return f"proxmox {exc.step} failed (HTTP {exc.status})"
+    if isinstance(exc, StateError):
+        return "job database locked by another process" if exc.temporary else "job database unusable"
+    return "internal error (see the log)"
 
 
 def next_wake(now: float, interval: float, provisioning: bool, recheck: float, next_retry: float | None) -> float:
@@ -80,20 +102,29 @@ class Daemon:
         self._watch_stop = threading.Event()
         self._provisioning = False
         self._known_tip: str | None = None  # the remote's tip as the last pass or the watcher saw it
+        self._git_deadline: float | None = None  # monotonic, after a stop: no git step runs past it
         self.runtime: Runtime | None = None
 
     def readiness(self) -> tuple[bool, str]:
+        """(ready, why) for /readyz: why names the part that hangs or fails, in fixed words."""
         h = self.health
+        problem = self._stalled() or h.failing
         if h.last_good is None:
-            return False, "no successful cycle yet" + (f": {h.last_error}" if h.last_error else "")
+            return False, "no successful cycle yet" + (f" ({problem})" if problem else "")
         age = self.clock() - h.last_good
         if age > self.config.daemon.stale_after:
-            return False, f"last successful cycle {age:.0f} s ago: {h.last_error}"
-        if not h.fetch_ok:
-            return False, f"git fetch failing: {h.last_error}"
-        if not h.proxmox_ok:
-            return False, f"Proxmox failing: {h.last_error}"
+            return False, f"last successful cycle {age:.0f} s ago" + (f" ({problem})" if problem else "")
+        if problem:
+            return False, problem
         return True, f"ready; last successful cycle {age:.0f} s ago"
+
+    def _stalled(self) -> str:
+        """The step talking to the Git remote that has run too long now, e.g. "git fetch running for 42 s"."""
+        runtime = self.runtime
+        running = runtime.reconciler.checkout.remote_step() if runtime is not None else None
+        if running is None or running[1] < min(STALLED_AFTER, self.config.git.timeout / 2):
+            return ""
+        return f"git {running[0]} running for {running[1]:.0f} s"
 
     def _secret(self) -> bytes | None:
         value = self.environ.get(self.config.http.webhook_secret_env, "")
@@ -108,9 +139,13 @@ class Daemon:
         threading.Thread(target=self._stop_now, name="stop", daemon=True).start()
 
     def _stop_now(self) -> None:
-        log.info("stopping: running tasks may finish", grace_seconds=self.config.daemon.stop_grace)
+        grace = self.config.daemon.stop_grace
+        log.info("stopping: running tasks may finish", grace_seconds=grace)
         self.notifier.stopping()
+        self._git_deadline = time.monotonic() + grace
         if self.runtime is not None:
+            # A fetch or push to a remote that does not answer, now or in the last pass, ends within the grace.
+            self.runtime.reconciler.checkout.finish_by(self._git_deadline)
             self.runtime.runner.stop()
         self.triggers.fire("stop")
 
@@ -134,7 +169,14 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._hangup)
         http = self.config.http
         endpoints = Endpoints(
-            self.metrics, self.config.git.branch, http.max_body, self._secret, self.triggers.fire, self.readiness
+            self.metrics,
+            self.config.git.branch,
+            http.max_body,
+            self._secret,
+            self.triggers.fire,
+            self.readiness,
+            max_connections=http.max_connections,
+            read_timeout=http.read_timeout,
         )
         try:
             server = serve(http.host, http.port, endpoints)
@@ -242,24 +284,21 @@ class Daemon:
     def _pass(self, runtime: Runtime, reasons: set[str]) -> CycleReport | None:
         began = self.clock()
         self.notifier.watchdog()
+        if self._git_deadline is not None:  # a reload may have swapped in a Reconciler after the stop
+            runtime.reconciler.checkout.finish_by(self._git_deadline)
         structlog.contextvars.bind_contextvars(trigger=",".join(sorted(reasons)))
         try:
             report = runtime.reconciler.cycle()
         except GitError as exc:
             self.metrics.git_failures.labels(exc.step).inc()
-            self.health.fetch_ok = exc.step != "fetch"
-            self._failed(str(exc), began)
+            self._failed(str(exc), began, failing_part(exc))
             return None
-        except ProxmoxError as exc:
-            self.health.proxmox_ok = False
-            self._failed(str(exc), began)
-            return None
-        except StateError as exc:  # the job database locked by another process: the next pass tries again
-            self._failed(str(exc), began)
+        except (ProxmoxError, StateError) as exc:  # StateError: a database locked by another process, maybe
+            self._failed(str(exc), began, failing_part(exc))
             return None
         except Exception as exc:  # a bug must not end the daemon: say it, and try again next time
             log.exception("cycle failed")
-            self._failed(f"{type(exc).__name__}: {exc}", began)
+            self._failed(f"{type(exc).__name__}: {exc}", began, failing_part(exc))
             return None
         finally:
             structlog.contextvars.unbind_contextvars("trigger")
@@ -284,8 +323,9 @@ class Daemon:
         self.notifier.status(f"last cycle: {dict(report.phases)}")
         return report
 
-    def _failed(self, reason: str, began: float) -> None:
+    def _failed(self, reason: str, began: float, part: str) -> None:
+        """Count and log a failed pass (reason, the error's text, to the log only); /readyz names part."""
         self.metrics.cycles.labels("error").inc()
         self.metrics.cycle_seconds.observe(self.clock() - began)
-        self.health.last_error = reason
+        self.health.failing = part
         log.error("cycle failed", reason=reason)

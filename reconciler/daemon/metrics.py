@@ -10,6 +10,7 @@ reconciler_requests_drifted (status lists drift: fields of the guest changed by 
 reconciler_requests_flapping (drift that came back after corrections: reported, no longer corrected each pass)
 reconciler_requests_refused (status lists refused: a change that cannot be made in place, nothing changed)
 reconciler_mass_change_held (1 while the mass-change guard holds destroys, stops and orphans back)
+reconciler_generated_files_hand_edited (status and Caddy files that lost their header or became a link: left stale)
 reconciler_jobs_total{type="create|start|find-address|provision|update|migrate|stop|destroy|adopt|validate",
     result="succeeded|failed"}
 reconciler_job_duration_seconds{type} (histogram)
@@ -80,6 +81,11 @@ class Metrics:
         self.mass_change_held = Gauge(
             "reconciler_mass_change_held",
             "1 while the mass-change guard holds destroys, stops and orphans back until the operator confirms.",
+            registry=r,
+        )
+        self.hand_edited = Gauge(
+            "reconciler_generated_files_hand_edited",
+            "Generated status and Caddy files edited by hand (header removed) or replaced by a link; never updated.",
             registry=r,
         )
         self.backoff = Gauge(

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+import idna
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from reconciler.desired.profile import Profile
+from reconciler.parse import quoted
 
 API_VERSION = "reconciler/v1"
 # RFC 1123 label: what Proxmox accepts as a hostname and what makes a safe file stem and tag.
@@ -18,6 +30,52 @@ DOMAIN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9]
 
 Label = Annotated[str, Field(pattern=DNS_LABEL)]
 Tag = Annotated[str, Field(pattern=r"^[a-z0-9_][a-z0-9_+.-]{0,63}$")]
+# Free text may hold tabs and line breaks, nothing else that is invisible or moves the cursor: no escape
+# sequences for a terminal, no right-to-left override that makes a reviewer read another text.
+_TEXT_ALLOWED = {"\t", "\n"}
+_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _ascii_domain(value: object) -> object:
+    """An internationalised domain is refused with the ASCII (xn--) form to write instead: only that form is
+    unambiguous to a reviewer, where a Cyrillic a (U+0430) looks like a Latin one."""
+    if not isinstance(value, str) or value.isascii():
+        return value
+    try:
+        ascii_form = idna.encode(value, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        raise ValueError(f"{quoted(value)} is not a valid domain name (it holds characters no domain can)") from None
+    raise ValueError(f"{quoted(value)} is not ASCII: write an internationalised domain in its ASCII form, {ascii_form}")
+
+
+def _valid_a_labels(value: str) -> str:
+    """Labels in the ASCII form of an internationalised name (xn--) must decode: Caddy and DNS refuse them else."""
+    for label in value.split("."):
+        if label.startswith("xn--"):
+            try:
+                idna.decode(label)
+            except (idna.IDNAError, UnicodeError):
+                raise ValueError(f"{quoted(label)} is not a valid internationalised (xn--) label") from None
+    return value
+
+
+def _plain_text(value: str) -> str:
+    """Free text without control or invisible formatting characters; tabs and line breaks stay."""
+    for position, char in enumerate(value, 1):
+        if char not in _TEXT_ALLOWED and unicodedata.category(char) in _INVISIBLE:
+            raise ValueError(
+                f"holds the control or invisible character U+{ord(char):04X} at character {position};"
+                " only printable text, tabs and line breaks are allowed"
+            )
+    return value
+
+
+Domain = Annotated[
+    Annotated[str, StringConstraints(pattern=DOMAIN, max_length=253)],
+    BeforeValidator(_ascii_domain),
+    AfterValidator(_valid_a_labels),
+]
+Text = Annotated[Annotated[str, StringConstraints(max_length=1024)], AfterValidator(_plain_text)]
 
 
 class Strict(BaseModel):
@@ -48,7 +106,7 @@ class Network(Strict):
 
 
 class Service(Strict):
-    domain: Annotated[str, Field(pattern=DOMAIN, max_length=253)] | None = None
+    domain: Domain | None = None
     expose: StrictBool = Field(default=False, description="write the Caddy service YAML")
     visibility: Literal["public", "internal"] = "internal"
     port: int | None = Field(default=None, ge=1, le=65535, description="defaults from the profile")
@@ -69,7 +127,7 @@ class Request(Strict):
     name: Label
     profile: str
     hostname: Label | None = Field(default=None, description="defaults to name")
-    description: Annotated[str, Field(max_length=1024)] = ""
+    description: Text = ""
     node: str
     storage: str
     resources: Resources

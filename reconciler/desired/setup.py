@@ -17,6 +17,7 @@ from pathlib import Path
 
 from reconciler.model.setup import Setup, Step
 from reconciler.model.vocab import StepName
+from reconciler.parse import one_line
 
 STEPS_DIR = Path(__file__).resolve().parent / "steps"
 NETWORK_WAIT = 120  # seconds the first step waits for a default route
@@ -58,7 +59,7 @@ def _b64(text: str) -> str:
 
 def _conf(value: str) -> str:
     """A value for a web server config; request values here are DNS names, labels and paths, checked again."""
-    if not _CONF_SAFE.match(value):
+    if not _CONF_SAFE.fullmatch(value):  # match() with `$` would let a trailing line break through
         raise ValueError(f"unsafe value for a web server configuration: {value!r}")
     return value
 
@@ -67,7 +68,7 @@ def web_site(server: str, name: str, path: str, domain: str | None, port: int, d
     """The site file of a request for nginx or apache."""
     values = {
         "name": name,
-        "path": path.replace("\n", " "),
+        "path": one_line(path),  # in a comment line: a line break or (Apache) a trailing backslash would end it
         "port": str(port),
         "server_name": _conf(domain) if domain else ("_" if server == "nginx" else name),
         "docroot": _conf(docroot),

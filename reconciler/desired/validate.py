@@ -18,7 +18,10 @@ from reconciler.model.desired import ContainerSpec, Desired, Invalid, Lifecycle,
 from reconciler.model.owner import MONITORING_TAG, NAME_PREFIX, OWNER_TAG, description_for
 from reconciler.model.problem import Problem
 from reconciler.model.vocab import DriftMode, GuestState, NetworkMode
-from reconciler.parse import from_validation_error, load_yaml
+from reconciler.parse import from_validation_error, load_yaml, quoted
+
+# Problems one file may report: a file of 10,000 unknown keys must not make a status file and log of as many.
+MAX_PROBLEMS = 20
 
 
 def parse_request(file: RequestFile) -> Request | list[Problem]:
@@ -50,7 +53,8 @@ def _approved(field_name: str, value: object, allowed: Iterable[object], what: s
     if value in allowed:
         return []
     listed = ", ".join(str(a) for a in allowed) or "none configured"
-    return [Problem(field_name, f"{value!r} is not an approved {what} ({listed})")]
+    shown = quoted(value) if isinstance(value, str) else repr(value)  # a 1 MB node name is not echoed whole
+    return [Problem(field_name, f"{shown} is not an approved {what} ({listed})")]
 
 
 def check_profile(request: Request, profiles: Mapping[str, Profile]) -> list[Problem]:
@@ -224,5 +228,13 @@ def validate(
                 continue
             except ValueError as exc:  # a value its setup cannot carry: this request is refused, never the pass
                 problems = [Problem("", f"cannot build its setup: {exc}")]
-        invalid.append(Invalid(file.name, file.path, file.revision, tuple(sorted(set(problems)))))
+        invalid.append(Invalid(file.name, file.path, file.revision, capped(sorted(set(problems)))))
     return valid, sorted(invalid, key=lambda i: i.name)
+
+
+def capped(problems: list[Problem]) -> tuple[Problem, ...]:
+    """The first MAX_PROBLEMS problems, then one line saying how many more there are."""
+    if len(problems) <= MAX_PROBLEMS:
+        return tuple(problems)
+    more = len(problems) - MAX_PROBLEMS
+    return (*problems[:MAX_PROBLEMS], Problem("", f"... and {more} more problems"))

@@ -66,7 +66,14 @@ _SSH_ERRORS: tuple[tuple[re.Pattern[str], str, bool], ...] = (
         True,
     ),
     (re.compile(r"Load key .*|Bad permissions|UNPROTECTED PRIVATE KEY"), "cannot use the key {key}", False),
+    (
+        re.compile(r"Timeout, server .* not responding|Connection to .* timed out while waiting"),
+        "the node stopped answering: no reply to SSH keepalives for {silence} s (the step may go on there until"
+        " its own timeout)",
+        True,
+    ),
 )
+KEEPALIVES = 4  # unanswered keepalives, each provision.ssh.connect_timeout apart, before ssh gives the node up
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,12 @@ class Pct:
         if self.ssh is None:
             return True  # pct refuses a non-root caller itself, with its own words
         return self.ssh.user == "root" or self.ssh.sudo
+
+    @property
+    def _keepalive(self) -> int:
+        """Seconds between SSH keepalives: the patience given to a connect (0 would turn them off)."""
+        assert self.ssh is not None
+        return max(1, round(self.ssh.connect_timeout))
 
     def exec(
         self, node: str, vmid: int, command: Sequence[str], stdin: str, step: str, on_line: OnLine, abort: Abort
@@ -145,9 +158,11 @@ class Pct:
             "ControlPath": "none",
             "PermitLocalCommand": "no",
             "ConnectTimeout": str(int(ssh.connect_timeout)),
-            "ServerAliveInterval": "15",
-            "ServerAliveCountMax": "4",
-            "LogLevel": "ERROR",
+            # A node that stops answering mid-step (frozen, cut off) ends the step now, not at its timeout.
+            "ServerAliveInterval": str(self._keepalive),
+            "ServerAliveCountMax": str(KEEPALIVES),
+            # INFO, not ERROR: ssh says "Timeout, server ... not responding" at INFO, and is otherwise quiet there.
+            "LogLevel": "INFO",
         }
         flags = [item for key, value in options.items() for item in ("-o", f"{key}={value}")]
         target = ["-i", str(ssh.key), "-p", str(ssh.port), "-l", ssh.user, ssh.address(node)]
@@ -230,7 +245,12 @@ class Pct:
         for pattern, reason, temporary in _SSH_ERRORS:
             if pattern.search(text):
                 said = reason.format(
-                    known_hosts=ssh.known_hosts, key=ssh.key, user=ssh.user, address=ssh.address(node), port=ssh.port
+                    known_hosts=ssh.known_hosts,
+                    key=ssh.key,
+                    user=ssh.user,
+                    address=ssh.address(node),
+                    port=ssh.port,
+                    silence=self._keepalive * KEEPALIVES,
                 )
                 raise SetupError(f"connect to node {node}", said, tail, temporary=temporary)
 

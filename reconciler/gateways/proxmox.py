@@ -27,10 +27,10 @@ for _name in ("proxmoxer", "urllib3"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 # The privileges the reconciler's API token needs, on /: the README's `pveum role add` lists exactly these,
-# and the tests and the demo grant exactly these, with permission checks on.
+# and the tests and the demo grant exactly these, with permission checks on; tests/test_privileges.py shows
+# each one is needed. Datastore.Audit is not: reading the template needs it or Datastore.AllocateSpace.
 REQUIRED_PRIVILEGES = (
     "Datastore.AllocateSpace",
-    "Datastore.Audit",
     "SDN.Use",
     "VM.Allocate",
     "VM.Audit",
@@ -92,14 +92,20 @@ class Locked(ProxmoxError):
 
 
 _CONFIG_CHANGED = "detected modified configuration"
+# PVE's refusal names the path and the privilege ("A|B": any one of them) when its check says which.
+_PERMISSION = re.compile(r"Permission check failed \(([^,()]*), ([A-Za-z.|]+)\)")
 _VMID_TAKEN = re.compile(r"\b(?:CT|VM) \d+ already exists")
 _LOCKED = re.compile(r"\b(?:CT|VM) is locked \(([^)]+)\)")
 # 500s that stay until someone changes something in Proxmox: retrying them only hides the refusal.
 _PERMANENT = ("protection mode enabled", "unable to shrink disk size")
 
 
-def _error(step: str, reason: str, status: int | None, node: str | None) -> ProxmoxError:
-    """The named error for Proxmox's message, else a ProxmoxError whose temporary follows the status."""
+def _error(step: str, reason: str, status: int | None, node: str | None, needs: str | None = None) -> ProxmoxError:
+    """The named error for Proxmox's message, else a ProxmoxError whose temporary follows the status.
+
+    needs names the privilege and path the call needs, for a refusal in which Proxmox names none."""
+    if status == 403:
+        return ProxmoxError(step, _refused(reason, needs), status, temporary=False)
     if _CONFIG_CHANGED in reason:
         return ConfigChanged(step, status)
     if _VMID_TAKEN.search(reason):
@@ -123,6 +129,22 @@ def _error(step: str, reason: str, status: int | None, node: str | None) -> Prox
     return ProxmoxError(step, reason, status, temporary=_temporary(status))
 
 
+def _refused(reason: str, needs: str | None) -> str:
+    """A 403 in plain words: the privilege the token lacks and on which path, when Proxmox (or the call) says."""
+    found = _PERMISSION.search(reason)
+    if found is not None:
+        path, privileges = found.group(1) or "(a path Proxmox did not name)", found.group(2).replace("|", " or ")
+        return f"Proxmox refused: the API token lacks {privileges} on {path} (see the README's Reconciler role)"
+    if reason.strip() == "Permission check failed" and needs is not None:
+        return f"Proxmox refused: the API token lacks {needs} (see the README's Reconciler role)"
+    return f"Proxmox refused: {reason}"
+
+
+def _covers(where: str, path: str) -> bool:
+    """Whether privileges on the ACL path where reach path (they propagate down the tree)."""
+    return where in ("/", path) or path.startswith(where.rstrip("/") + "/")
+
+
 def _temporary(status: int | None) -> bool:
     """Whether a failed call may pass by itself: no answer or a server-side error (5xx: locks, busy storage)
     may; a refusal of the request itself (4xx: a bad parameter, a refused permission or token) will not."""
@@ -136,8 +158,9 @@ def _reason(exc: Exception) -> tuple[str, int | None]:
         if exc.errors:
             text += " " + "; ".join(f"{k}: {v}" for k, v in sorted(dict(exc.errors).items()))
         return text, int(exc.status_code)
+    # Below, the library's own text is never passed on: it may quote a header (the token) or a URL.
     if isinstance(exc, AuthenticationError):
-        return f"authentication failed: {exc}", 401
+        return "authentication failed", 401
     if isinstance(exc, requests.exceptions.Timeout):
         return "Proxmox did not answer in time", None
     if isinstance(exc, requests.exceptions.SSLError):
@@ -146,7 +169,21 @@ def _reason(exc: Exception) -> tuple[str, int | None]:
         return "the connection to the Proxmox API was dropped before an answer", None
     if isinstance(exc, requests.exceptions.ConnectionError):
         return "cannot connect to the Proxmox API", None
-    return f"{type(exc).__name__}: {exc}", None
+    return f"the call failed before Proxmox answered ({type(exc).__name__})", None
+
+
+BAD_HEADER = (
+    f"the API token cannot be sent: it holds a character an HTTP header may not (check {TOKEN_SECRET_ENV}"
+    " for a carriage return or a newline)"
+)
+
+
+def _bad_header(exc: Exception) -> bool:
+    """Whether the request could not be sent for a header value (the token) holding a CR, LF or NUL: requests
+    raises InvalidHeader, http.client a plain ValueError; both quote the whole header."""
+    return isinstance(exc, requests.exceptions.InvalidHeader) or (
+        type(exc) is ValueError and str(exc).startswith("Invalid header")
+    )
 
 
 def _dropped(exc: Exception) -> bool:
@@ -218,20 +255,28 @@ class Proxmox:
             self._local.api = api
         return api
 
-    def _call(self, step: str, method: str, fn: Callable[[Any], Any], node: str | None = None) -> Any:
+    def _call(
+        self, step: str, method: str, fn: Callable[[Any], Any], node: str | None = None, needs: str | None = None
+    ) -> Any:
         """One API call; a failure becomes a ProxmoxError (or a named subclass) saying why.
 
-        node, when the call is about one, is named if Proxmox cannot reach it."""
+        node, when the call is about one, is named if Proxmox cannot reach it; needs names the privilege and
+        path the call needs, for a refusal in which Proxmox names none."""
         try:
             result = fn(self._api())
-        except (ResourceException, AuthenticationError, requests.exceptions.RequestException) as exc:
+        except (ResourceException, AuthenticationError, requests.exceptions.RequestException, ValueError) as exc:
+            if _bad_header(exc):  # waiting will not mend the secret
+                self._on_request(method, "error")
+                raise ProxmoxError(step, BAD_HEADER, None, temporary=False) from None
+            if type(exc) is ValueError:  # not a failed call but a bug: said as one, by the caller
+                raise
             reason, status = _reason(exc)
             if status is None:
                 reason += f" at {self._config.host}:{self._config.port}"
                 if method != "GET" and _dropped(exc):
                     reason += "; the change may or may not have been made"
             self._on_request(method, str(status) if status else "error")
-            raise _error(step, reason, status, node) from None
+            raise _error(step, reason, status, node, needs) from None
         self._on_request(method, "200")
         return result
 
@@ -260,8 +305,29 @@ class Proxmox:
         return out
 
     def create_lxc(self, node: str, params: dict[str, ParamValue]) -> str:
-        """Start the create task (body from proxmox_body.create_container); returns its UPID."""
-        return str(self._call("create", "POST", lambda api: api.nodes(node).lxc.post(**params), node))
+        """Start the create task (body from proxmox_body.create_container); returns its UPID.
+
+        Refused first when the token could not see the container afterwards (see _can_see)."""
+        vmid = int(params["vmid"])
+        self._can_see("create", vmid)
+        needs = f"VM.Allocate on /vms/{vmid}"  # PVE's refusal of the create itself names nothing
+        return str(self._call("create", "POST", lambda api: api.nodes(node).lxc.post(**params), node, needs))
+
+    def _can_see(self, step: str, vmid: int) -> None:
+        """Raise ProxmoxError (403) unless the token holds VM.Audit on /vms/<vmid>.
+
+        Proxmox creates a guest without it, then hides that guest from every list: the reconciler would find
+        its container missing and make another on every try."""
+        path = f"/vms/{vmid}"
+        held = self._call(step, "GET", lambda api: api.access.permissions.get(path=path))
+        # PVE answers {path: {privilege: 1}}; the paths above it count too, as the privileges propagate.
+        privileges = {p for where, privs in dict(held or {}).items() if _covers(where, path) for p in privs}
+        if "VM.Audit" not in privileges:
+            reason = (
+                f"the API token lacks VM.Audit on {path} (see the README's Reconciler role): Proxmox would hide"
+                " the container once made, and the reconciler would make another on every try; nothing was created"
+            )
+            raise ProxmoxError(step, reason, 403, temporary=False)
 
     def start_lxc(self, node: str, vmid: int) -> str:
         """Start the start task; returns its UPID."""

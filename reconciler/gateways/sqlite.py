@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.logs import scrub
 from reconciler.model.errors import StateError
 from reconciler.model.observed import Applied, Held, Intent
 from reconciler.model.setup import SetupRecord
@@ -183,6 +184,7 @@ class JobStore:
         self._lock = threading.RLock()
         if not readonly:
             _refuse_unwritable(path)
+            _create_owner_only(path)
         # mode=ro: SQLite itself refuses every write. as_uri() escapes a '?', '#' or '%' in the path.
         target = path.absolute().as_uri() + "?mode=ro" if readonly else str(path)
         with self._guard():
@@ -309,7 +311,7 @@ class JobStore:
             cur = db.execute(
                 "INSERT INTO jobs (created_at, type, request, profile, payload_json, status)"
                 " VALUES (?, ?, ?, ?, ?, 'pending')",
-                (now(), type_, request, profile, json.dumps(payload, sort_keys=True)),
+                (now(), type_, request, profile, scrub(json.dumps(payload, sort_keys=True))),
             )
             return int(cur.lastrowid or 0)
 
@@ -331,9 +333,9 @@ class JobStore:
                 (
                     JobStatus.SUCCEEDED if ok else JobStatus.FAILED,
                     now(),
-                    summary,
-                    json.dumps(result, sort_keys=True) if result is not None else None,
-                    error,
+                    scrub(summary),
+                    scrub(json.dumps(result, sort_keys=True)) if result is not None else None,
+                    scrub(error) if error is not None else None,
                     job_id,
                 ),
             )
@@ -344,7 +346,7 @@ class JobStore:
             cur = db.execute(
                 "UPDATE jobs SET status='failed', finished_at=?, error_message=?, summary='interrupted'"
                 " WHERE status IN ('pending', 'running')",
-                (now(), reason),
+                (now(), scrub(reason)),
             )
             return cur.rowcount
 
@@ -352,7 +354,7 @@ class JobStore:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO job_logs (job_id, timestamp, level, message) VALUES (?, ?, ?, ?)",
-                (job_id, now(), level, message),
+                (job_id, now(), level, scrub(message)),
             )
 
     def job(self, job_id: int) -> Job | None:
@@ -549,6 +551,17 @@ def _refuse_unwritable(path: Path) -> None:
         else:
             return
     raise StateError(str(path), f"cannot write the job database: {why}; {_WRITERS}")
+
+
+def _create_owner_only(path: Path) -> None:
+    """Make a new database file readable by its owner only (SQLite gives its -wal and -shm files the same mode);
+    an existing file is left as it is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StateError(str(path), f"cannot create the job database: {exc.strerror}; {_WRITERS}") from None
 
 
 def _statements(script: str) -> Iterator[str]:

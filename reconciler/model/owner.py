@@ -28,19 +28,27 @@ def owner_of(tags: Iterable[str]) -> str | None:
     return names[0] if len(names) == 1 and names[0] else None
 
 
+_NOTE_END = " Change the request file, not this guest."
+
+
 def description_for(request: str, path: str, text: str, profile: str) -> str:
     """The container's description: the operator's text, then where it came from and its profile."""
-    note = (
-        f"Managed by reconciler for request {request} ({path}, profile {profile})."
-        " Change the request file, not this guest."
-    )
+    note = f"Managed by reconciler for request {request} ({path}, profile {profile}).{_NOTE_END}"
     return f"{text}\n\n{note}" if text else note
 
 
-_PROFILE = re.compile(r"Managed by reconciler for request \S+ \(.*, profile ([a-z0-9-]+)\)\.")
+# Only the note at the very end counts: the operator's text comes first and may quote a note of its own
+# (`... profile web-app).` in a description must not pass for what the guest was made with). Proxmox may add
+# a line break at the end. The path is matched greedily, so the last `, profile ` is the note's own.
+_PROFILE = re.compile(
+    r"(?:\A|\n\n)Managed by reconciler for request [a-z0-9-]+ \(.*, profile ([a-z0-9-]+)\)\."
+    + re.escape(_NOTE_END)
+    + r"\s*\Z",
+    re.DOTALL,  # a path may hold a line break
+)
 
 
 def profile_of(description: str | None) -> str | None:
-    """The profile a guest was made with, from its description's note; None when the note is not there."""
+    """The profile a guest was made with, from the note that ends its description; None when it is not there."""
     found = _PROFILE.search(description or "")
     return found.group(1) if found else None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
 
 from reconciler.config import PathsConfig
@@ -59,3 +60,25 @@ def changes(
         if path not in wanted and owned(current) and not keep(path, current):
             out[path] = None
     return out
+
+
+def hand_edited(
+    existing: Mapping[str, bytes], paths: Iterable[str], owned: Callable[[bytes], bool]
+) -> dict[str, bytes]:
+    """Of the files the reconciler would write at paths, those already there without its header (path ->
+    content): edited by hand, so changes() leaves them as they are, stale, and they must be reported."""
+    return {p: existing[p] for p in sorted(set(paths)) if p in existing and not owned(existing[p])}
+
+
+class HandEdits:
+    """Generated files found edited by hand, remembered from pass to pass so that each change is said once."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, str] = {}  # path -> digest of what was found there
+
+    def update(self, found: Mapping[str, bytes]) -> list[str]:
+        """Remember what this pass found; the paths that are new, or changed, since the last pass."""
+        digests = {path: hashlib.sha256(text).hexdigest() for path, text in found.items()}
+        fresh = sorted(p for p, d in digests.items() if self.current.get(p) != d)
+        self.current = digests
+        return fresh

@@ -7,12 +7,12 @@ writes nothing and commits nothing.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 
 from reconciler.model.standing import Drift, Refusal, Standing
 from reconciler.model.vocab import Phase, SetupState
-from reconciler.parse import dump_yaml, load_yaml
+from reconciler.parse import dump_yaml, load_yaml, one_line
 
 MARK = b"# Written by reconciler"
 HEADER = "# Written by reconciler for {path}; the next cycle overwrites edits.\n"
@@ -36,12 +36,17 @@ def render(standing: Standing) -> str:
             del doc[key]
     if not standing.flapping:
         del doc["flapping"]
-    return HEADER.format(path=standing.request) + dump_yaml(doc)
+    # A file name may hold a line break: escaped, it cannot add a line (or a key) to the file.
+    return HEADER.format(path=one_line(standing.request)) + dump_yaml(doc)
 
 
 @functools.lru_cache(maxsize=8192)
 def parse(text: bytes) -> Standing | None:
-    """A status file the reconciler wrote, or None for anything else (cached: most are unchanged)."""
+    """A status file the reconciler wrote, or None for anything else (cached: most are unchanged).
+
+    Anyone with push access can edit it: it is read with load_yaml's caps, and every value must have the type
+    render() writes, or the whole file is ignored (a list where a name belongs would break the next render).
+    """
     if not is_generated(text):
         return None
     try:
@@ -51,19 +56,69 @@ def parse(text: bytes) -> Standing | None:
     if not isinstance(doc, dict):
         return None
     fields = {k: v for k, v in doc.items() if k in Standing.__dataclass_fields__}
+    if not all(_FIELD_TYPES[key](value) for key, value in fields.items()):
+        return None
     for key in ("problems", "output"):
-        if isinstance(fields.get(key), list):
+        if key in fields:
             fields[key] = tuple(fields[key])
     for key, kind in (("drift", Drift), ("refused", Refusal)):
-        if isinstance(fields.get(key), list):
-            fields[key] = tuple(kind(**{k: str(v) for k, v in item.items()}) for item in fields[key])
+        if key in fields:
+            fields[key] = tuple(kind(**item) for item in fields[key])
     try:
         fields["phase"] = Phase(str(fields.get("phase")))
         if fields.get("setup") is not None:
-            fields["setup"] = SetupState(str(fields["setup"]))
+            fields["setup"] = SetupState(fields["setup"])
         return Standing(**fields)
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError):
         return None
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _texts(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _records(*keys: str) -> Callable[[object], bool]:
+    def check(value: object) -> bool:
+        return isinstance(value, list) and all(
+            isinstance(item, dict) and sorted(item) == sorted(keys) and all(isinstance(v, str) for v in item.values())
+            for item in value
+        )
+
+    return check
+
+
+_FIELD_TYPES: dict[str, Callable[[object], bool]] = {
+    "name": _text,
+    "request": _text,
+    "phase": _text,
+    "message": _text,
+    "revision": _optional(_text),
+    "vmid": _optional(_number),
+    "node": _optional(_text),
+    "address": _optional(_text),
+    "service": _optional(_text),
+    "job": _optional(_number),
+    "problems": _texts,
+    "applied": _optional(lambda v: isinstance(v, bool)),
+    "healthy": _optional(lambda v: isinstance(v, bool)),
+    "setup": _optional(_text),
+    "output": _texts,
+    "drift": _records("field", "desired", "observed"),
+    "refused": _records("field", "asked", "kept"),
+    "flapping": lambda v: isinstance(v, bool),
+}
 
 
 def is_generated(text: bytes) -> bool:

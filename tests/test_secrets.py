@@ -1,0 +1,429 @@
+"""Secrets stay where they belong: known canaries for every secret the reconciler holds are looked for, through
+failing and succeeding cycles, in everything it writes, answers and starts; files it makes are its owner's alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from conftest import (
+    DaemonProcess,
+    FakeCluster,
+    HostPct,
+    NodeSshd,
+    OperatorClone,
+    request_yaml,
+    with_provision,
+)
+
+from reconciler import logs
+from reconciler.config import GIT_TOKEN_ENV, TOKEN_SECRET_ENV, GitConfig
+from reconciler.demo import TOKEN_ID
+from reconciler.gateways.git import Checkout, git_environment
+from reconciler.gateways.sqlite import JobStore
+from reconciler.lock import CheckoutLock
+from reconciler.model.errors import GitError
+
+WEBHOOK_ENV = "RECONCILER_WEBHOOK_SECRET"
+TSIG_ENV = "RECONCILER_TSIG_SECRET"  # the DNS feature's key, not read by anything yet: it must leak nowhere either
+
+
+def canary(kind: str) -> str:
+    return f"canary-{kind}-{secrets.token_hex(10)}"
+
+
+def forms(value: str) -> list[bytes]:
+    """value as bytes, and the parts of its base64 encoding that show whatever precedes it (Basic auth)."""
+    data = value.encode()
+    found = [data]
+    for skip in range(3):
+        rest = data[skip:]
+        found.append(base64.b64encode(rest[: len(rest) // 3 * 3]))
+    return found
+
+
+def leaks(canaries: dict[str, str], haystack: bytes) -> list[str]:
+    return [kind for kind, value in canaries.items() if any(form in haystack for form in forms(value))]
+
+
+# --- the scrubber: logs, stored messages
+
+
+@pytest.mark.parametrize("json_lines", [True, False], ids=["json", "console"])
+def test_the_log_scrubs_a_secret_and_its_base64_forms_from_every_field_traceback_and_library_record(
+    json_lines: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = canary("token")
+    logs.register_secret(secret)
+    basic = base64.b64encode(f"reconciler:{secret}".encode()).decode()
+    stream = io.StringIO()
+    logs.setup(json_lines=json_lines, stream=stream)
+    log = structlog.get_logger("test")
+    try:
+        raise ValueError(f"Invalid header value b'PVEAPIToken=reconciler@pve!gitops={secret}\\r'")
+    except ValueError:
+        log.exception("call failed", header=f"Authorization: Basic {basic}", args=[secret])
+    logging.getLogger("urllib3.test").warning("retrying %s", f"https://x:{secret}@host/")
+    written = (stream.getvalue() + caplog.text).encode()
+    assert b"Invalid header value" in written and b"retrying https://x:" in written  # the lines are there
+    assert leaks({"token": secret}, written) == []
+    assert logs.scrub(f"Basic {basic}") != f"Basic {basic}"
+
+
+def test_the_job_database_stores_no_registered_secret(tmp_path: Path) -> None:
+    secret = canary("token")
+    logs.register_secret(secret)
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job = store.create_job("create", "blog", "web-app", {"name": "blog", "description": secret})
+    store.log(job, "error", f"HTTPError: header PVEAPIToken=x={secret}")
+    store.finish_job(job, False, f"failed: {secret}", {"said": secret}, error=f"InvalidHeader: {secret}\r")
+    other = store.create_job("create", "wiki", "web-app", {})
+    store.interrupt_running(f"interrupted with {secret}")
+    assert "[redacted]" in store.logs(job)[0].message
+    assert store.job(job) is not None and store.job(other) is not None
+    store.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"HTTPError: header PVEAPIToken" in stored  # the messages themselves are kept
+    assert leaks({"token": secret}, stored) == []
+
+
+# --- git gets only what it needs of the environment
+
+
+def test_git_and_its_hooks_see_none_of_the_daemons_secrets(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    canaries = {"token": canary("token"), "tsig": canary("tsig"), "webhook": canary("webhook")}
+    for name, kind in ((TOKEN_SECRET_ENV, "token"), (TSIG_ENV, "tsig"), (WEBHOOK_ENV, "webhook")):
+        monkeypatch.setenv(name, canaries[kind])
+    seen = tmp_path / "hook-env"
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\nenv > {seen}\necho refused by the test hook >&2\nexit 1\n")
+    hook.chmod(0o755)
+    config = GitConfig(remote=str(remote), checkout=tmp_path / "checkout")
+    checkout = Checkout(config, dict(os.environ))
+    checkout.sync()
+
+    with pytest.raises(GitError, match="refused by the test hook"):
+        checkout.publish({"status/x.yaml": "phase: Ready\n"}, "status")
+
+    environment = seen.read_bytes()
+    assert b"PATH=" in environment and b"GIT_DIR=" in environment  # the hook did print what it got
+    assert leaks(canaries, environment) == []
+    assert leaks(canaries, json.dumps(git_environment(config, dict(os.environ))).encode()) == []
+
+
+# --- files the reconciler makes are its owner's alone, whatever the umask
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_the_job_database_the_checkout_and_the_lock_are_created_owner_only(
+    tmp_path: Path, remote: Path, open_umask: None
+) -> None:
+    store = JobStore(tmp_path / "state" / "jobs.sqlite")
+    store.create_job("create", "blog", None, {})
+    lock = CheckoutLock(tmp_path / "checkout").acquire()
+    checkout = Checkout(GitConfig(remote=str(remote), checkout=tmp_path / "checkout"))
+    try:
+        checkout.sync()
+        modes = {p.name: p.stat().st_mode & 0o777 for p in [*(tmp_path / "state").iterdir(), lock.path]}
+        assert modes == {
+            "jobs.sqlite": 0o600,
+            "jobs.sqlite-wal": 0o600,
+            "jobs.sqlite-shm": 0o600,
+            "checkout.lock": 0o600,
+        }
+        assert (tmp_path / "checkout").stat().st_mode & 0o777 == 0o700
+        # One an older release left open is closed.
+        (tmp_path / "old").mkdir(mode=0o755)
+        Checkout(GitConfig(remote=str(remote), checkout=tmp_path / "old"))
+        assert (tmp_path / "old").stat().st_mode & 0o777 == 0o700
+    finally:
+        checkout.repo.close()
+        lock.release()
+        store.close()
+
+
+# --- start-up: the config and key files, secrets from the environment, TLS
+
+
+def reconciler(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def test_a_config_readable_by_others_or_an_open_key_stops_the_start_naming_the_file(
+    config_path: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    config_path.chmod(0o644)
+    result = reconciler("once", "--config", str(config_path), env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"reconciler: {config_path}: the config file {config_path} is readable by others (mode 0644):"
+        f" run chmod o-rwx {config_path}\n"
+    )
+    config_path.chmod(0o640)  # read through its group, as the README installs it
+    key = tmp_path / "id_ed25519"
+    key.write_text("not a key\n")
+    key.chmod(0o644)
+    with_provision(config_path, {"transport": "ssh", "ssh": {"key": str(key), "known_hosts": str(tmp_path / "kh")}})
+    result = reconciler("run", "--config", str(config_path), env=env)
+    assert result.returncode == 2
+    assert f"the SSH key (provision.ssh.key) {key} is readable by its group and others (mode 0644)" in result.stderr
+    assert f"run chmod 600 {key}" in result.stderr
+
+
+@pytest.mark.parametrize("name", [TOKEN_SECRET_ENV, GIT_TOKEN_ENV, WEBHOOK_ENV])
+def test_a_secret_with_a_control_character_inside_stops_the_start_naming_the_variable_only(
+    name: str, config_path: Path, env: dict[str, str]
+) -> None:
+    value = canary("inner")
+    result = reconciler("run", "--config", str(config_path), env={**env, name: value[:12] + "\x1b" + value[12:]})
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"reconciler: environment: {name} holds a control character (a CR from an env file with Windows line ends?)\n"
+    )
+    assert value[:12] not in result.stdout + result.stderr
+
+
+def test_tls_verification_turned_off_is_said_once_at_start_and_urllib3_stays_quiet(
+    config_path: Path, env: dict[str, str]
+) -> None:
+    config_path.write_text(config_path.read_text().replace("verify_ssl: true", "verify_ssl: false"))
+    result = reconciler("--log-format", "json", "once", "--config", str(config_path), env=env)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line).get("event") for line in result.stderr.splitlines() if line.startswith("{")]
+    assert events.count("proxmox tls verification off") == 1
+    assert "InsecureRequestWarning" not in result.stderr and "Unverified HTTPS request" not in result.stderr
+
+
+# --- the canaries: full cycles, failing and not, and every place a secret could end up
+
+
+class ProcessWatch:
+    """Samples the command line and environment of every process below pid while it runs, for the canaries."""
+
+    def __init__(self, pid: int, canaries: dict[str, str]) -> None:
+        self.pid = pid
+        self.canaries = canaries
+        self.seen: set[str] = set()  # command lines seen, to show the watch saw something
+        self.hits: list[tuple[str, str, str]] = []  # (command line, where, canary kind)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ProcessWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _children(self) -> dict[int, list[int]]:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+        return children
+
+    def _run(self) -> None:
+        # A child between fork and exec is still the daemon (its memory, its environment): not yet a process it
+        # started, so it is skipped until it has become one.
+        itself = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        while not self._stop.is_set():
+            children = self._children()
+            below, todo = [], list(children.get(self.pid, []))
+            while todo:
+                pid = todo.pop()
+                below.append(pid)
+                todo.extend(children.get(pid, []))
+            for pid in below:
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    environ = Path(f"/proc/{pid}/environ").read_bytes()
+                except OSError:
+                    continue
+                if cmdline == itself:
+                    continue
+                shown = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
+                self.seen.add(shown)
+                for where, data in (("cmdline", cmdline), ("environ", environ)):
+                    for kind in leaks(self.canaries, data):
+                        self.hits.append((shown, where, kind))
+            time.sleep(0.02)
+
+
+STEP_PCT = """#!/bin/sh
+# The node's pct for this test: `pct set` succeeds; every setup step prints its environment and fails.
+if [ "$1" = set ]; then exit 0; fi
+env > {seen}
+env
+sleep 1
+echo "the step printed its environment"
+exit 1
+"""
+
+GIT_HOOK = """#!/bin/sh
+# The remote refuses every push, printing its environment (what the reconciler's git handed on).
+echo "refused-by-test-hook"
+env | tee {seen} >&2
+sleep 1
+exit 1
+"""
+
+
+def signed_push(process: DaemonProcess, secret: str, body: bytes | None = None) -> tuple[int, str]:
+    body = body or json.dumps({"ref": "refs/heads/main", "after": "0" * 40}).encode()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Gitea-Event": "push", "X-Gitea-Signature": signature, "Content-Type": "application/json"}
+    return process.post("/webhook", body, headers)
+
+
+def test_no_secret_reaches_a_log_the_database_a_file_a_commit_an_answer_or_a_process(
+    tmp_path: Path,
+    remote: Path,
+    operator: OperatorClone,
+    cluster: FakeCluster,
+    config_path: Path,
+    host_sshd: NodeSshd,
+    host_pct: HostPct,
+) -> None:
+    key_lines = host_sshd.key.read_text().splitlines()
+    canaries = {
+        "token": canary("token"),
+        "git token": canary("gittoken"),
+        "webhook": canary("webhook"),
+        "tsig": canary("tsig"),
+        "ssh key": max(key_lines, key=len),  # a line of the private key itself
+    }
+    cluster.pve.apitokens[TOKEN_ID] = canaries["token"]
+    env = {
+        **os.environ,
+        TOKEN_SECRET_ENV: canaries["token"] + "\r\n",  # saved by an editor with Windows line ends: still works
+        GIT_TOKEN_ENV: canaries["git token"],
+        WEBHOOK_ENV: canaries["webhook"] + " \r",
+        TSIG_ENV: canaries["tsig"],
+    }
+    pct_env, hook_env = tmp_path / "pct-env", tmp_path / "hook-env"
+    host_pct.path.write_text(STEP_PCT.format(seen=pct_env))
+    with_provision(config_path, host_sshd.provision(step_timeout=30))
+    process = DaemonProcess(config_path, env, tmp_path / "daemon.log").configure(backoff_base=1, backoff_max=2)
+    answers: list[str] = []
+
+    def answer(path: str) -> None:
+        answers.append(f"{path}: {process.get(path)}")
+
+    def accepted(delivery: tuple[int, str]) -> None:
+        """The signed delivery was taken: the webhook secret works, its CR dropped as the daemon read it."""
+        answers.append(f"webhook: {delivery}")
+        assert delivery[0] == 202, delivery
+
+    # Proxmox refuses the create; the remote refuses the status push, printing the environment git gave it.
+    operator.write("requests/alpha.yaml", request_yaml("alpha"))
+    operator.push()
+    cluster.pve.fail("POST", "/nodes/pve1/lxc", 500, "storage 'local-lvm' is full")
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(GIT_HOOK.format(seen=hook_env))
+    hook.chmod(0o755)
+    process.start(wait_ready=False)
+    assert process.proc is not None
+    try:
+        with ProcessWatch(process.proc.pid, canaries) as watch:
+            process.wait_for(
+                lambda: "refused-by-test-hook" in process.log() and "is full" in process.log(),
+                timeout=60,
+                what="a refused create and a refused push",
+            )
+            answer("/readyz")
+            answer("/healthz")
+
+            # Proxmox refuses the token itself, then cannot list guests.
+            cluster.pve.apitokens[TOKEN_ID] = "not-the-reconcilers-token"
+            accepted(signed_push(process, canaries["webhook"]))
+            process.wait_for(lambda: "API token was refused" in process.log(), timeout=30, what="a refused token")
+            answer("/readyz")
+            cluster.pve.apitokens[TOKEN_ID] = canaries["token"]
+            cluster.pve.fail("GET", "/cluster/resources", 500, "cluster not ready - no quorum?")
+            accepted(signed_push(process, canaries["webhook"]))
+            process.wait_for(lambda: "no quorum" in process.log(), timeout=30, what="a failed listing")
+            answer("/readyz")
+
+            # Everything answers again: the container is made, and its setup step fails printing its environment.
+            cluster.pve.failures.clear()
+            hook.unlink()
+            accepted(signed_push(process, canaries["webhook"]))
+
+            def setup_failed() -> bool:
+                operator.pull()
+                status = operator.yaml("status/alpha.yaml") or {}
+                return status.get("setup") == "failed" and "the step printed its environment" in str(status)
+
+            process.wait_for(setup_failed, timeout=90, what="alpha's setup to fail and its status to be pushed")
+            for path in ("/readyz", "/healthz", "/metrics"):
+                answer(path)
+            answers.append(f"bad signature: {signed_push(process, 'wrong')}")
+            answers.append(f"not json: {signed_push(process, canaries['webhook'], b'{' * 5000)}")
+        assert process.stop() == 0
+    finally:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait(10)
+
+    # The watch saw the processes that matter: git pushing into the hook, and ssh running the step.
+    assert any("pre-receive" in line for line in watch.seen), sorted(watch.seen)
+    assert any(line.startswith("ssh ") for line in watch.seen), sorted(watch.seen)
+    assert watch.hits == []
+    assert len(cluster.containers()) == 1 and "PATH=" in pct_env.read_text() and "GIT_DIR=" in hook_env.read_text()
+
+    daemon_root = config_path.parent
+    written = {
+        "the daemon's log": process.log().encode(),
+        "the HTTP answers": "\n".join(answers).encode(),
+        "what the hook and the step were given": hook_env.read_bytes() + pct_env.read_bytes(),
+        "the history": operator.repo.git.log("--all", "-p", "--format=%H %an %ae %B").encode(),
+    }
+    for root in (daemon_root, operator.path):
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                written[str(path)] = path.read_bytes()
+    assert b"[remote rejected]" in written["the daemon's log"] or b"refused-by-test-hook" in written["the daemon's log"]
+    assert any(b"is full" in data for name, data in written.items() if "jobs.sqlite" in name)
+    found = {name: leaks(canaries, data) for name, data in written.items()}
+    assert {name: kinds for name, kinds in found.items() if kinds} == {}
+
+    # Owner-only: the database, the lock and all of the checkout (the daemon's umask is 077).
+    opened = [
+        f"{p} {p.stat().st_mode & 0o777:o}"
+        for p in [*daemon_root.rglob("*")]
+        if p.stat().st_mode & 0o077 and not p.is_symlink()
+    ]
+    assert opened == []
