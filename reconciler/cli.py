@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,13 +22,16 @@ from reconciler.config import (
     read_secret,
     refuse_open_files,
 )
+from reconciler.desired.files import Entry, Refused, display, sort_out, unopened, unsafe_name
 from reconciler.desired.profile import builtin_profiles_dir, load_profiles
 from reconciler.desired.request import json_schema
 from reconciler.desired.validate import validate
 from reconciler.lock import AlreadyRunning
-from reconciler.model.desired import RequestFile
+from reconciler.model.desired import Invalid, RequestFile
 from reconciler.model.errors import ConfigError, GitError, ProxmoxError, StateError
+from reconciler.model.problem import Problem
 from reconciler.model.vocab import Phase
+from reconciler.parse import MAX_FILE_BYTES
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.report import caddy, status
 
@@ -40,18 +45,92 @@ EXIT_PLAN_CHANGES = 2
 EXIT_PLAN_ERROR = 1
 
 
-def _request_files(targets: Sequence[str]) -> list[RequestFile]:
-    files = []
+def _request_files(targets: Sequence[str]) -> tuple[list[RequestFile], list[Invalid]]:
+    """The request files to validate, and the entries refused unread, by the daemon's rules (desired.files).
+
+    A directory is listed (never walked, links never followed); a file named on its own is judged with its
+    folder's listing, so a duplicate or a case collision beside it is refused as the daemon refuses it.
+    """
+    wanted: dict[Path, set[str] | None] = {}  # folder -> the names asked for; None: all of them
     for target in targets or ["requests"]:
         path = Path(target)
-        found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
-        for item in found:
-            try:
-                text = item.read_bytes()
-            except OSError as exc:
-                raise ConfigError(str(item), [f"cannot read: {exc.strerror}"]) from None
-            files.append(RequestFile(str(item), item.stem, text))
-    return files
+        try:
+            found = os.lstat(path)
+        except OSError as exc:
+            raise ConfigError(target, [f"cannot read: {exc.strerror}"]) from None
+        if stat.S_ISDIR(found.st_mode):
+            wanted[path] = None
+        elif (names := wanted.setdefault(path.parent, set())) is not None:
+            names.add(path.name)  # a link is judged by its folder's listing: refused, never followed
+    files: list[RequestFile] = []
+    refused: list[Invalid] = []
+    for folder, only in wanted.items():
+        read, odd = _screen(folder, str(folder), only)
+        files += read
+        refused += odd
+    return files, refused
+
+
+def _screen(directory: Path, shown: str, only: set[str] | None = None) -> tuple[list[RequestFile], list[Invalid]]:
+    """The request files directly in a directory and its entries refused unread, as a pass sorts out requests/.
+
+    shown: the folder as messages name it; only: the entry names to report (all when None). The directory is
+    opened without following a link; each file is opened relative to it, O_NOFOLLOW, at most MAX_FILE_BYTES + 1
+    bytes read (load_yaml refuses more).
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if os.path.islink(directory):
+            raise ConfigError(
+                shown, ["the folder is a symbolic link; the reconciler reads only real folders"]
+            ) from None
+        raise ConfigError(shown, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        entries: dict[str, Entry] = {}
+        with os.scandir(fd) as listing:
+            for item in listing:
+                with contextlib.suppress(FileNotFoundError):
+                    found = item.stat(follow_symlinks=False)
+                    entries[item.name] = Entry.of(found.st_mode, found.st_size)
+        sorted_out = sort_out(shown, entries)
+        refused = [r for r in sorted_out.refused if only is None or only & set(r.entries)]
+        files = []
+        for candidate in sorted_out.candidates:
+            if only is not None and candidate.entry not in only:
+                continue
+            text = _read_plain(candidate.entry, fd, MAX_FILE_BYTES + 1)
+            if text is None:
+                refused.append(unopened(shown, candidate))
+            else:
+                files.append(RequestFile(str(directory / candidate.entry), candidate.name, text))
+    finally:
+        os.close(fd)
+    if only is not None:  # a plain file named on its own that the daemon would ignore (not .yaml or .yml)
+        judged = {c.entry for c in sorted_out.candidates} | {e for r in refused for e in r.entries}
+        for name in sorted(only - judged):
+            problem = Problem("", f"{display(shown, name)}: a request file's name ends in .yaml or .yml")
+            refused.append(Refused(unsafe_name([name]), (name,), (problem,)))
+    return files, [r.invalid(shown, {}) for r in refused]
+
+
+def _read_plain(name: str, folder_fd: int, limit: int) -> bytes | None:
+    """At most limit bytes of the plain file name in an open folder; None when it is not one (a link put there
+    since the listing is refused by the kernel itself, a pipe never blocks the open)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder_fd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks = []
+        while limit > 0 and (chunk := os.read(fd, min(limit, 1 << 16))):
+            chunks.append(chunk)
+            limit -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _read_dir(directory: Path) -> dict[str, bytes]:
@@ -87,16 +166,20 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
         profiles = load_profiles(config.profiles or builtin_profiles_dir(), set(config.site.templates))
     else:
         profiles = load_profiles(builtin_profiles_dir())
-    files = _request_files(args.paths)
+    files, unread = _request_files(args.paths)
     valid, invalid = validate(files, profiles, config.site if config else None)
     # The same clash rule as every pass, with what the repository's status and Caddy files say exists.
     _, refused = resolve_clashes(valid, offline_claims(files, config.paths if config else PathsConfig()))
-    invalid = sorted([*invalid, *refused], key=lambda i: i.path)
+    invalid = sorted([*invalid, *refused, *unread], key=lambda i: i.path)
+    screened = {id(i) for i in unread}
     for item in invalid:
         for problem in item.problems:
+            if id(item) in screened:  # refused unread: the reason names the entries itself
+                out.write(f"{problem.reason}\n")
+                continue
             where = f"{item.path}:{problem.field}" if problem.field else item.path
             out.write(f"{where}: {problem.reason}\n")
-    if not files:
+    if not files and not unread:
         out.write("no request files found\n")
     elif not invalid:
         out.write(f"{len(files)} request file(s) valid\n")
@@ -127,18 +210,18 @@ def _starting(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
     return config, environ
 
 
-def _plan_requests(directory: Path) -> list[RequestFile]:
-    """The request files directly in a directory (a pull request's working tree), as the checkout reads them."""
-    if not directory.is_dir():
+def _plan_requests(directory: Path, folder: str) -> tuple[list[RequestFile], list[Invalid]]:
+    """The request files directly in a directory (a pull request's working tree) and the entries refused
+    unread, sorted out as a pass sorts out the repository's folder (named folder in messages)."""
+    try:
+        found = os.lstat(directory)
+    except OSError:
+        found = None
+    if found is not None and stat.S_ISLNK(found.st_mode):
+        raise ConfigError("--requests", [f"{directory} is a symbolic link; the reconciler does not follow links"])
+    if found is None or not stat.S_ISDIR(found.st_mode):
         raise ConfigError("--requests", [f"{directory} is not a directory"])
-    files = []
-    for item in sorted(directory.iterdir()):
-        if item.suffix in (".yaml", ".yml") and item.is_file() and not item.is_symlink():
-            try:
-                files.append(RequestFile(str(item), item.stem, item.read_bytes()))
-            except OSError as exc:
-                raise ConfigError(str(item), [f"cannot read: {exc.strerror}"]) from None
-    return files
+    return _screen(directory, folder)
 
 
 def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
@@ -147,12 +230,13 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     from reconciler.runtime import open_planner
 
     config = _config(args)
-    requests = _plan_requests(args.requests) if args.requests is not None else None
+    requests, unread = _plan_requests(args.requests, config.paths.requests) if args.requests is not None else (None, [])
     planner = open_planner(config, ref=args.ref)
     try:
         if planner.history is not None:
             sys.stderr.write(f"reconciler: {planner.history}\n")
-        preview = planner.preview(requests, where=str(args.requests) if args.requests is not None else None)
+        where = str(args.requests) if args.requests is not None else None
+        preview = planner.preview(requests, where=where, refused=unread)
     finally:
         planner.close()
     plan = preview.decision.plan

@@ -18,14 +18,14 @@ from pydantic import ValidationError
 
 from reconciler.apply.runner import Heartbeat, JobHook, Runner
 from reconciler.config import GIT_TOKEN_ENV, Config, GitConfig, read_secret, token_secret
-from reconciler.cycle import Decision, Reconciler, Source, read_requests
+from reconciler.cycle import Decision, Reconciler, Source, read_request_folder
 from reconciler.desired.profile import Profile, builtin_profiles_dir, load_profiles
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox, RequestHook
 from reconciler.gateways.sqlite import JobStore
 from reconciler.lock import CheckoutLock
-from reconciler.model.desired import RequestFile
+from reconciler.model.desired import Invalid, RequestFile
 from reconciler.model.errors import ConfigError, GitError, StateError
 from reconciler.model.vocab import Transport
 
@@ -161,9 +161,15 @@ class Planner:
         self.history = history  # why the job history is not read; None when it is
         self.ref = ref
 
-    def preview(self, requests: Sequence[RequestFile] | None = None, where: str | None = None) -> Preview:
-        """Read the source (the request files from the ref, or these ones read from the directory `where`),
-        decide, and compute the statuses and generated files the pass would write; no job is recorded."""
+    def preview(
+        self,
+        requests: Sequence[RequestFile] | None = None,
+        where: str | None = None,
+        refused: Sequence[Invalid] = (),
+    ) -> Preview:
+        """Read the source (the request files from the ref, or these ones read from the directory `where`, with
+        its entries refused unread), decide, and compute the statuses and generated files the pass would write;
+        no job is recorded."""
         reconciler = self.reconciler
         requests_from = requests_revision = None
         # Before the configured branch is cloned: a branch that is not there is said at once.
@@ -171,12 +177,13 @@ class Planner:
             raise GitError("ls-remote", f"the remote has no branch {self.ref.config.branch}")
         source = reconciler.read_source()
         if requests is not None:
-            source = self._from_directory(source, requests)
+            source = self._from_directory(source, requests, refused)
             requests_from = where or "the directory given"
         elif self.ref is not None:
             requests_revision = self.ref.sync()
-            found, changed = read_requests(self.ref, reconciler.config.paths.requests)
-            source = replace(source, requests=found, requests_revision=changed)
+            # The branch's entries refused unread stand in place of the configured branch's, by the same rules.
+            found = read_request_folder(self.ref, reconciler.config.paths.requests)
+            source = replace(source, requests=found.files, refused=found.refused, requests_revision=found.revision)
             requests_from = f"branch {self.ref.config.branch}"
         decision = reconciler.decide(source)
         # No `validate` job is recorded for a new invalid request: a plan writes nothing.
@@ -184,10 +191,11 @@ class Planner:
         files = reconciler.generated_files(source, decision, statuses)
         return Preview(source, decision, files, requests_from, requests_revision)
 
-    def _from_directory(self, source: Source, files: Sequence[RequestFile]) -> Source:
-        """The source with these request files in place of the branch's, at the paths they would have in the
-        repository. A file equal to the branch's keeps its revision (so its status does not change for nothing);
-        a new or changed one has none yet."""
+    def _from_directory(self, source: Source, files: Sequence[RequestFile], refused: Sequence[Invalid] = ()) -> Source:
+        """The source with these request files and refused entries (screened by the rules of desired.files) in
+        place of the branch's, at the paths they would have in the repository. A file equal to the branch's keeps
+        its revision (so its status does not change for nothing), as does an entry refused for the same reasons
+        as the branch's; a new or changed one has none yet."""
         folder = PurePosixPath(self.reconciler.config.paths.requests)
         known = {f.path: f for f in source.requests}
         placed = []
@@ -197,8 +205,19 @@ class Planner:
             revision = same.revision if same is not None and same.text == item.text else None
             placed.append(RequestFile(path, item.name, item.text, revision))
         placed.sort(key=lambda f: f.path)
-        unchanged = [(f.path, f.text) for f in placed] == [(f.path, f.text) for f in source.requests]
-        return replace(source, requests=placed, requests_revision=source.requests_revision if unchanged else None)
+        # A refused entry is never read, so "the same" is the same name, path and reasons as the branch's.
+        was = {(i.name, i.path, i.problems): i.revision for i in source.refused}
+        screened = tuple(
+            sorted((replace(i, revision=was.get((i.name, i.path, i.problems))) for i in refused), key=lambda i: i.name)
+        )
+        same_files = [(f.path, f.text) for f in placed] == [(f.path, f.text) for f in source.requests]
+        unchanged = same_files and [(i.name, i.path) for i in screened] == [(i.name, i.path) for i in source.refused]
+        return replace(
+            source,
+            requests=placed,
+            refused=screened,
+            requests_revision=source.requests_revision if unchanged else None,
+        )
 
     def close(self) -> None:
         """Close the clones and the database, and remove the temporary directory."""

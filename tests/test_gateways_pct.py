@@ -144,3 +144,13 @@ def test_the_forced_command_can_be_held_to_the_reconcilers_vmid_range(host_pct: 
     assert run("pct set 300 --features nesting=1,keyctl=1") == 126
     assert run("pct exec 250 -- true") == 0
     assert host_pct.calls() == [["exec", "250", "--", "true"]]
+
+
+def test_an_endless_line_of_output_is_cut_and_the_next_line_still_comes_back(pct: Pct) -> None:
+    # One line of 5 MB and no newline for a long while: kept to its first MAX_LINE bytes, never held whole.
+    script = "head -c 5000000 /dev/zero | tr -c x x; echo; echo after"
+    lines: list[str] = []
+    outcome = pct.exec("pve1", 200, ["sh", "-c", script], "", "step", lines.append, never)
+    assert outcome.status == 0
+    assert lines == ["x" * 1000 + " [line cut]", "after"]
+    assert outcome.tail == tuple(lines)

@@ -316,6 +316,36 @@ def test_adopt_naming_the_foreign_guest_is_not_refused_for_its_vmid_or_hostname(
     assert [type(a) for a in result.actions] == [AdoptContainer]
 
 
+def test_a_vmid_a_request_names_is_never_given_to_a_request_without_one() -> None:
+    # "a" is planned first and the range's first VMID looks free, but "b" names it: one create would fail.
+    named = request("b", vmid=RANGE.start)
+    result = run(*situation([request("a"), named], []))
+    assert {a.name: a.vmid for a in result.actions if isinstance(a, CreateContainer)} == {
+        "a": RANGE.start + 1,
+        "b": RANGE.start,
+    }
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["guest-listed", "guest-unlisted"])
+def test_the_vmid_an_adopt_request_names_is_never_given_to_a_request_without_one(listed: bool) -> None:
+    # Unlisted: its node is offline, say; the guest is still there, and its VMID is not free.
+    d = request("legacy", adopt=True, vmid=RANGE.start)
+    guests = [legacy(RANGE.start)] if listed else []
+    configs = [fresh_config(request("legacy"), RANGE.start, tags="")] if listed else []
+    result = run(*situation([request("a"), d], guests, configs))
+    creates = [a.vmid for a in result.actions if isinstance(a, CreateContainer)]
+    assert creates == [RANGE.start + 1]
+    assert [type(a) for a in result.actions if a.name == "legacy"] == ([AdoptContainer] if listed else [])
+
+
+def test_the_vmid_a_refused_request_names_stays_free_for_it() -> None:
+    # "b" is refused for its hostname; once that is fixed its VMID must still be free, not another's.
+    named = replace(request("b", vmid=RANGE.start), container=replace(request("b").container, hostname="legacy"))
+    result = run(*situation([request("a"), named], [legacy()]))
+    assert result.standings["b"].phase == Phase.INVALID
+    assert [a.vmid for a in result.actions if isinstance(a, CreateContainer)] == [RANGE.start + 1]
+
+
 # Restarts: lost markers, creates nobody knows of, creates that never end
 
 

@@ -8,7 +8,6 @@ import re
 from ipaddress import IPv4Address
 from typing import Any
 
-import pytest
 from conftest import PROFILES, SITE, request_yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -387,11 +386,6 @@ def test_the_plan_creates_only_within_the_approved_values_and_touches_only_its_o
     assert all(ip != IPv4Address("192.168.50.1") for ip in static_ips)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan/__init__.py: _taken() leaves out the VMIDs requests name (vmid: 200), so a request without one"
-    " can be given the same VMID in the same pass; Proxmox then refuses one of the two creates",
-)
 def test_a_vmid_one_request_names_is_never_given_to_another() -> None:
     files = [
         RequestFile("requests/a.yaml", "a", request_yaml("a").encode()),

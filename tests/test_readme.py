@@ -20,7 +20,16 @@ def test_the_documented_role_is_exactly_the_one_the_tests_grant() -> None:
 def test_ci_runs_the_readmes_test_command() -> None:
     command = re.search(r"# 2\. Run the tests.*\n(python3 -m venv .*)\n", README)
     assert command is not None
-    _, _, checks = command.group(1).partition("&& .venv/bin/pip install -e '.[test]' && ")
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert "pip install --quiet --disable-pip-version-check -e '.[test]'" in ci
-    assert checks in ci.splitlines()
+    _, _, checks = command.group(1).partition("&& .venv/bin/pip install --no-deps -e . && ")
+    assert "--require-hashes -r requirements-test.lock" in command.group(1)
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ".venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-test.lock" in ci
+    assert ".venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e ." in ci
+    assert checks in ci
+
+
+def test_the_daemon_is_installed_from_the_lock_only() -> None:
+    installs = re.findall(r"/opt/reconciler/bin/pip install [^\n`]*", README)
+    assert installs
+    assert any("--require-hashes -r" in i and "requirements.lock" in i for i in installs)
+    assert all("--require-hashes" in i or "--no-deps" in i for i in installs), installs

@@ -21,6 +21,7 @@ from reconciler.apply.context import JobContext, JobLog, Tools, patiently
 from reconciler.apply.registry import execute
 from reconciler.config import Config
 from reconciler.gateways.sqlite import JobStore
+from reconciler.logs import scrub
 from reconciler.model.action import Action
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Running
@@ -278,7 +279,8 @@ class Runner:
 
     def _failed(self, job: _Job, message: str, temporary: bool, output: tuple[str, ...] = ()) -> Attempt:
         action, d = job.action, job.action.desired
-        standing = action.standing(job.job_id, failure=message, output=tuple(output))
+        # The message and output reach the status file, pushed to Git: no secret may ride along in them.
+        standing = action.standing(job.job_id, failure=scrub(message), output=tuple(scrub(line) for line in output))
         with self._changed:
             previous = self._attempts.get(d.name)
         worth = action.worth_retry(temporary)

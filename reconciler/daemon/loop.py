@@ -19,7 +19,7 @@ from types import FrameType
 
 import structlog
 
-from reconciler.config import Config, load_config
+from reconciler.config import Config, load_config, read_secret
 from reconciler.cycle import CycleReport
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.server import Endpoints, serve
@@ -28,7 +28,6 @@ from reconciler.daemon.triggers import Triggers
 from reconciler.daemon.watch import start_watching
 from reconciler.desired.profile import builtin_profiles_dir
 from reconciler.gateways.git import GitTimeout
-from reconciler.logs import register_secret
 from reconciler.model.errors import ConfigError, GitError, ProxmoxError, StateError
 from reconciler.model.vocab import Phase
 from reconciler.runtime import Runtime, build_reconciler, open_runtime
@@ -127,8 +126,12 @@ class Daemon:
         return f"git {running[0]} running for {running[1]:.0f} s"
 
     def _secret(self) -> bytes | None:
-        value = self.environ.get(self.config.http.webhook_secret_env, "")
-        return value.encode() if value else None
+        """The webhook secret, read as every secret is (stripped, checked, scrubbed from logs); None when unset."""
+        try:
+            value = read_secret(self.config.http.webhook_secret_env, self.environ)
+        except ConfigError:  # a control character inside: said at start; the webhook stays off
+            return None
+        return value.reveal().encode() if value is not None else None
 
     def stop(self, *_: object) -> None:
         """SIGTERM and SIGINT: set the flag here; the rest runs in a thread, because a signal handler runs on
@@ -155,7 +158,7 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; 0 on a clean stop."""
-        register_secret(self.environ.get(self.config.http.webhook_secret_env, ""))
+        self._secret()  # registers it with the log scrubber before anything can log it
         runtime = self.runtime = open_runtime(
             self.config,
             self.environ,
@@ -306,6 +309,7 @@ class Daemon:
         self.metrics.cycles.labels("success").inc()
         self.metrics.cycle_seconds.observe(seconds)
         self.metrics.standings(report.statuses, held=report.decision.plan.held is not None)
+        self.metrics.hand_edited.set(len(runtime.reconciler.hand_edits.current))
         self.metrics.backoff.set(runtime.runner.in_backoff())
         self.metrics.last_success.set(time.time())
         if report.revision:

@@ -27,6 +27,7 @@ from reconciler.model.errors import SetupError
 from reconciler.model.vocab import Transport
 
 TAIL = 15  # lines of output kept for the status file
+MAX_LINE = 1000  # bytes of one line of a step's output that are kept
 KILL_GRACE = 10  # seconds `timeout` in the container waits after TERM before KILL
 SSH_FAILED = 255  # OpenSSH's exit status for its own failures
 
@@ -266,10 +267,17 @@ def _feed(proc: subprocess.Popen[bytes], stdin: str) -> None:
 
 
 def _read(proc: subprocess.Popen[bytes], lines: queue.Queue[str | None]) -> None:
+    """Each line of the command's output, cut at MAX_LINE bytes: a step printing one endless line must not fill
+    memory, nor a status file past what the reconciler reads back."""
     assert proc.stdout is not None
-    for raw in proc.stdout:
-        text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        lines.put(text.rsplit("\r", 1)[-1])  # a progress line keeps its last state
+    cut = False
+    while raw := proc.stdout.readline(MAX_LINE + 1):
+        whole = raw.endswith(b"\n")
+        if not cut:
+            text = raw[:MAX_LINE].decode("utf-8", errors="replace").rstrip("\r\n")
+            text = text.rsplit("\r", 1)[-1]  # a progress line keeps its last state
+            lines.put(text if whole or len(raw) <= MAX_LINE else text + " [line cut]")
+        cut = not whole  # the rest of an over-long line is skipped
     lines.put(None)
 
 

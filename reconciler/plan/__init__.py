@@ -30,8 +30,12 @@ class Plan:
     held: Held | None = None  # what the mass-change guard held back, if it did
 
 
-def _taken(observed: Observed) -> set[int]:
+def _taken(observed: Observed, valid: Iterable[Desired]) -> set[int]:
+    """VMIDs never given to a request without one."""
     taken = set(observed.by_vmid)
+    # Named by a valid request (an adopt's guest may be unlisted, its node offline): given to another too,
+    # Proxmox refuses one of the two creates. Refused requests' too: it is still theirs once the clash is fixed.
+    taken.update(d.life.vmid for d in valid if d.life.vmid is not None)
     taken.update(r.action.vmid for r in observed.in_flight.values())
     taken.update(h.vmid for held in observed.held.values() for h in held)
     return taken
@@ -111,7 +115,7 @@ def plan(
     result = Plan()
     for item in sorted([*invalid, *refused], key=lambda i: i.name):
         result.standings[item.name] = invalid_standing(item, observed)
-    free = _free(vmids, _taken(observed))
+    free = _free(vmids, _taken(observed, valid))
     unclaimed = unclaimed_creates(observed, vmids)
     for d in sorted(kept, key=lambda d: d.name):
         examined = examine(d, observed)  # once: the rule and the status's drift both read it
