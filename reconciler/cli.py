@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import stat
 import sys
@@ -26,6 +25,7 @@ from reconciler.desired.files import Entry, Refused, display, sort_out, unopened
 from reconciler.desired.profile import builtin_profiles_dir, load_profiles
 from reconciler.desired.request import json_schema
 from reconciler.desired.validate import validate
+from reconciler.gateways.folder import list_entries, read_plain, read_yaml_files
 from reconciler.lock import AlreadyRunning
 from reconciler.model.desired import Invalid, RequestFile
 from reconciler.model.errors import ConfigError, GitError, ProxmoxError, StateError
@@ -87,19 +87,14 @@ def _screen(directory: Path, shown: str, only: set[str] | None = None) -> tuple[
             ) from None
         raise ConfigError(shown, [f"cannot read: {exc.strerror}"]) from None
     try:
-        entries: dict[str, Entry] = {}
-        with os.scandir(fd) as listing:
-            for item in listing:
-                with contextlib.suppress(FileNotFoundError):
-                    found = item.stat(follow_symlinks=False)
-                    entries[item.name] = Entry.of(found.st_mode, found.st_size)
+        entries = {name: Entry.of(found.st_mode, found.st_size) for name, found in list_entries(fd).items()}
         sorted_out = sort_out(shown, entries)
         refused = [r for r in sorted_out.refused if only is None or only & set(r.entries)]
         files = []
         for candidate in sorted_out.candidates:
             if only is not None and candidate.entry not in only:
                 continue
-            text = _read_plain(candidate.entry, fd, MAX_FILE_BYTES + 1)
+            text = read_plain(candidate.entry, fd, MAX_FILE_BYTES + 1)
             if text is None:
                 refused.append(unopened(shown, candidate))
             else:
@@ -114,31 +109,6 @@ def _screen(directory: Path, shown: str, only: set[str] | None = None) -> tuple[
     return files, [r.invalid(shown, {}) for r in refused]
 
 
-def _read_plain(name: str, folder_fd: int, limit: int) -> bytes | None:
-    """At most limit bytes of the plain file name in an open folder; None when it is not one (a link put there
-    since the listing is refused by the kernel itself, a pipe never blocks the open)."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder_fd)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks = []
-        while limit > 0 and (chunk := os.read(fd, min(limit, 1 << 16))):
-            chunks.append(chunk)
-            limit -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _read_dir(directory: Path) -> dict[str, bytes]:
-    if not directory.is_dir():
-        return {}
-    return {str(p): p.read_bytes() for p in sorted(directory.glob("*.yaml")) if p.is_file() and not p.is_symlink()}
-
-
 def offline_claims(files: Sequence[RequestFile], paths: PathsConfig) -> Claims:
     """What the repository's own generated files say exists: who is provisioned (status files with a VMID)
     and which domains the Caddy files hold. Found beside the requests folder, as the config lays them out."""
@@ -151,11 +121,11 @@ def offline_claims(files: Sequence[RequestFile], paths: PathsConfig) -> Claims:
     provisioned: set[str] = set()
     domains: dict[str, str | None] = {}
     for root in roots:
-        for text in _read_dir(root / paths.status).values():
+        for text in read_yaml_files(root / paths.status, MAX_FILE_BYTES + 1).values():
             parsed = status.parse(text)
             if parsed is not None and parsed.vmid is not None and parsed.phase != Phase.ORPHANED:
                 provisioned.add(parsed.name)
-        domains.update(caddy.domains(_read_dir(root / paths.caddy)))
+        domains.update(caddy.domains(read_yaml_files(root / paths.caddy, MAX_FILE_BYTES + 1)))
     return Claims(domains, frozenset(provisioned))
 
 

@@ -22,12 +22,14 @@ from reconciler.model.action import Provision
 from reconciler.model.desired import RequestFile
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import Phase, Transport
+from reconciler.parse import MAX_FILE_BYTES
 from reconciler.report import caddy
 from reconciler.report.plan_text import PlanView, changes, render_json, render_text, summary
 from reconciler.report.status import render
 from reconciler.runtime import open_planner
 
 ROOT = Path(__file__).resolve().parent.parent
+CANARY = "canary-5c1e-outside-the-repo"
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -156,6 +158,165 @@ def test_validate_blames_the_new_request_in_a_clash_not_the_provisioned_one(tmp_
     assert result.stdout.splitlines() == [
         "requests/a-new.yaml:service.domain: app.example.com is also requested by b-old"
     ]
+
+
+# --- request files read by the daemon's rules (desired.files): links never followed, names and sizes judged unread
+
+
+def outside_request(tmp_path: Path) -> Path:
+    """A folder outside the repository with a request file whose key and value carry the canary: read, it would
+    be printed (`<file>:<canary>: unknown key`)."""
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "secret.yaml").write_text(request_yaml("blog", description=CANARY, **{CANARY: 1}))
+    return outside
+
+
+def test_validate_refuses_links_folders_and_oversized_files_as_a_pass_does_and_never_reads_a_link(
+    tmp_path: Path,
+) -> None:
+    outside = outside_request(tmp_path)
+    requests = tmp_path / "requests"
+    requests.mkdir()
+    (requests / "good.yaml").write_text(request_yaml("good"))
+    (requests / "blog.yaml").symlink_to(outside / "secret.yaml")
+    (requests / "sub").mkdir()
+    (requests / "sub/inner.yaml").write_text(request_yaml("inner", **{CANARY: 1}))
+    big = request_yaml("big").encode() + b"#" * MAX_FILE_BYTES
+    (requests / "big.yaml").write_bytes(big)
+    (tmp_path / "linked").symlink_to(outside)
+
+    result = run("validate", cwd=tmp_path)
+    alone = run("validate", "requests/blog.yaml", "requests/good.yaml", cwd=tmp_path)
+    folder = run("validate", "linked", cwd=tmp_path)
+    through = run("validate", "linked/secret.yaml", cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        f"requests/big.yaml is {len(big)} bytes; a request file may hold at most {MAX_FILE_BYTES}",
+        "requests/blog.yaml is a symbolic link; the reconciler does not follow links",
+        "requests/sub is a folder; request files must lie directly in requests/",
+    ]
+    assert (alone.returncode, alone.stdout) == (
+        1,
+        "requests/blog.yaml is a symbolic link; the reconciler does not follow links\n",
+    )
+    assert (folder.returncode, folder.stdout) == (
+        1,
+        "./linked is a symbolic link; the reconciler does not follow links\n",
+    )
+    assert (through.returncode, through.stdout) == (2, "")
+    assert (
+        through.stderr == "reconciler: linked: the folder is a symbolic link; the reconciler reads only real folders\n"
+    )
+    everything = "".join(r.stdout + r.stderr for r in (result, alone, folder, through))
+    assert CANARY not in everything and str(outside) not in everything
+
+
+def test_validate_refuses_both_files_of_one_request_names_differing_in_case_and_names_that_are_no_request_name(
+    tmp_path: Path,
+) -> None:
+    requests = tmp_path / "requests"
+    requests.mkdir()
+    (requests / "ok.yaml").write_text(request_yaml("ok"))
+    (requests / "dup.yaml").write_text(request_yaml("dup"))
+    (requests / "dup.yml").write_text(request_yaml("dup", node="pve2"))
+    (requests / "Case.yaml").write_text(request_yaml("case"))
+    (requests / "case.yaml").write_text(request_yaml("case"))
+    (requests / ".evil.yaml").write_text(request_yaml("evil"))
+    (requests / "README.md").write_text("not a request")
+
+    result = run("validate", cwd=tmp_path)
+    # A pre-commit hook names only the files changed: the one added beside its twin is refused all the same.
+    added = run("validate", "requests/dup.yml", "requests/ok.yaml", cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        "requests/.evil.yaml: '.evil' is not a valid request name (lower-case letters, digits and '-', starting and"
+        " ending with a letter or digit, at most 63 characters)",
+        "requests/Case.yaml and requests/case.yaml differ only in case: they collide on case-insensitive checkouts"
+        " (macOS, Windows); neither is applied until one is renamed",
+        "requests/dup.yaml and requests/dup.yml name the same request dup; neither is applied until one is removed",
+    ]
+    assert (added.returncode, added.stdout) == (
+        1,
+        "requests/dup.yaml and requests/dup.yml name the same request dup; neither is applied until one is removed\n",
+    )
+
+
+def test_plan_of_a_directory_screens_it_as_a_pass_screens_requests_and_never_follows_a_link(
+    operator: OperatorClone, cluster: FakeCluster, config_path: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    outside = outside_request(tmp_path)
+    operator.write("requests/base.yaml", request_yaml("base"))
+    operator.write("requests/.evil.yaml", request_yaml("evil"))
+    operator.push()
+    first = run("once", "--config", str(config_path), env=env)
+    assert first.returncode == 1, first.stdout + first.stderr  # .evil.yaml is invalid; base is created
+    tree = tmp_path / "pull-request" / "requests"
+    tree.mkdir(parents=True)
+    (tree / "base.yaml").write_text(request_yaml("base"))
+    (tree / ".evil.yaml").write_text(request_yaml("evil"))
+
+    same = plan(config_path, env, "--requests", str(tree))
+
+    assert same.returncode == 0, same.stdout + same.stderr  # the refused entry keeps its status as it is
+    assert same.stdout.endswith("Plan: nothing to change (1 invalid).\n")
+
+    (tree / "blog.yaml").symlink_to(outside / "secret.yaml")
+    (tree / "dup.yaml").write_text(request_yaml("dup"))
+    (tree / "dup.yml").write_text(request_yaml("dup"))
+    changed = plan(config_path, env, "--requests", str(tree))
+    (tmp_path / "linked").symlink_to(outside)
+    linked = plan(config_path, env, "--requests", str(tmp_path / "linked"))
+
+    assert changed.returncode == 2, changed.stdout + changed.stderr
+    assert (
+        "x invalid blog: requests/blog.yaml\n    requests/blog.yaml is a symbolic link; the reconciler does not"
+        " follow links\n"
+    ) in changed.stdout
+    assert (
+        "x invalid dup: requests/dup.yaml, requests/dup.yml\n    requests/dup.yaml and requests/dup.yml name the"
+        " same request dup; neither is applied until one is removed\n"
+    ) in changed.stdout
+    [evil] = [line for line in changed.stdout.splitlines() if line.startswith("x invalid _evil-")]
+    assert evil.endswith(": requests/.evil.yaml")
+    assert "status/evil.yaml" not in changed.stdout
+    assert "Files to change in the repository (main):\n  status/blog.yaml: status written\n" in changed.stdout
+    assert (linked.returncode, linked.stdout) == (1, "")
+    assert linked.stderr.splitlines()[-1] == (
+        f"reconciler: --requests: {tmp_path}/linked is a symbolic link; the reconciler does not follow links"
+    )
+    everything = same.stdout + same.stderr + changed.stdout + changed.stderr + linked.stdout + linked.stderr
+    assert CANARY not in everything and str(outside) not in everything
+
+
+def test_plan_of_a_branch_shows_the_entries_it_refuses_and_not_those_of_the_configured_branch(
+    operator: OperatorClone, cluster: FakeCluster, config_path: Path, env: dict[str, str]
+) -> None:
+    operator.write("requests/base.yaml", request_yaml("base"))
+    operator.write("requests/.evil.yaml", request_yaml("evil"))
+    operator.push()
+    operator.repo.git.checkout("-q", "-b", "feature")
+    operator.remove("requests/.evil.yaml")
+    operator.write("requests/dup.yaml", request_yaml("dup"))
+    operator.write("requests/dup.yml", request_yaml("dup", node="pve2"))
+    operator.repo.git.add("--all")
+    operator.repo.git.commit("-q", "-m", "feature")
+    operator.repo.git.push("-q", "origin", "HEAD:refs/heads/feature")
+
+    on_branch = plan(config_path, env, "--ref", "feature")
+    on_main = plan(config_path, env)
+
+    assert on_branch.returncode == 2, on_branch.stdout + on_branch.stderr
+    assert (
+        "x invalid dup: requests/dup.yaml, requests/dup.yml\n    requests/dup.yaml and requests/dup.yml name the"
+        " same request dup; neither is applied until one is removed\n"
+    ) in on_branch.stdout
+    assert "+ create dup" not in on_branch.stdout
+    assert "_evil-" not in on_branch.stdout  # main's refused entry is not the branch's
+    assert on_main.returncode == 2, on_main.stdout + on_main.stderr
+    assert "x invalid _evil-" in on_main.stdout and "dup" not in on_main.stdout
 
 
 # --- `reconciler plan`: read-only beside a running daemon, exit status as terraform's -detailed-exitcode

@@ -34,6 +34,7 @@ from git.exc import InvalidGitRepositoryError, NoSuchPathError
 from git.refs.symbolic import SymbolicReference
 
 from reconciler.config import GIT_TOKEN_ENV, GitConfig, read_secret
+from reconciler.gateways.folder import list_entries, read_plain
 from reconciler.logs import register_secret
 from reconciler.model.errors import GitError
 from reconciler.parse import MAX_FILE_BYTES
@@ -73,30 +74,6 @@ GIT_MAY_SEE = frozenset(
 
 def _git_may_see(name: str) -> bool:
     return name in GIT_MAY_SEE or name.startswith("GIT_")
-
-
-def _read_plain(name: str, folder_fd: int, limit: int) -> bytes | None:
-    """At most limit bytes of the plain file name in an open folder; None when it is not one. O_NOFOLLOW: a
-    link is refused by the kernel itself, even one put there after the folder was listed; O_NONBLOCK: a pipe
-    never blocks the open."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder_fd)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks = []
-        left = limit
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 16))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def git_environment(config: GitConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -371,15 +348,10 @@ class Checkout:
         fd = self._open_folder(relative)
         if fd is None:
             return {}
-        out: dict[str, os.stat_result] = {}
         try:
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    with contextlib.suppress(FileNotFoundError):
-                        out[entry.name] = entry.stat(follow_symlinks=False)
+            return list_entries(fd)
         finally:
             os.close(fd)
-        return out
 
     def read_entries(self, relative: str, names: Iterable[str], limit: int) -> dict[str, bytes | None]:
         """At most limit bytes of each named file directly in a folder of the checkout; None for one that is
@@ -388,7 +360,7 @@ class Checkout:
         if fd is None:
             return dict.fromkeys(names)
         try:
-            return {name: _read_plain(name, fd, limit) for name in names}
+            return {name: read_plain(name, fd, limit) for name in names}
         finally:
             os.close(fd)
 
@@ -418,7 +390,7 @@ class Checkout:
         except FileNotFoundError:
             return None
         try:
-            return _read_plain(relative, fd, limit)
+            return read_plain(relative, fd, limit)
         finally:
             os.close(fd)
 
