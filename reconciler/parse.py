@@ -58,14 +58,19 @@ class Yaml12Loader(SafeLoader):
     """
 
     def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
-        """A mapping; a key given twice is refused (PyYAML keeps the last: a reviewer reads the first)."""
+        """A mapping; a key given twice, or merged in with <<, is refused (PyYAML keeps the last: a reviewer reads
+        the first)."""
         if isinstance(node, MappingNode):
             first: dict[object, int] = {}
             for key_node, _ in node.value:
-                if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE:
-                    continue  # complex keys are refused by PyYAML; merged keys may be overridden, by design
-                key = self.construct_object(key_node)
                 line = key_node.start_mark.line + 1
+                if key_node.tag == _MERGE:
+                    # YAML 1.2 has no merge key, and a merged value overridden beside it is the same trap as a
+                    # duplicate: a reviewer reads one value while another is applied.
+                    raise _Refused(line, "a merge key (<<) is not allowed: write each key out")
+                if not isinstance(key_node, ScalarNode):
+                    continue  # complex keys are refused by PyYAML
+                key = self.construct_object(key_node)
                 if key in first:
                     raise _Refused(line, f"duplicate key {quoted(key_node.value)} (first at line {first[key]})")
                 first[key] = line

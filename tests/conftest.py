@@ -238,7 +238,8 @@ class DaemonProcess:
 
     def push_hook(self, branch: str = "main", secret: str = WEBHOOK_SECRET) -> tuple[int, str]:
         """A Gitea push delivery, signed as Gitea signs it."""
-        body = json.dumps({"ref": f"refs/heads/{branch}", "after": "0" * 40}).encode()
+        # Each push names its own commits, so no two deliveries carry the same body (a same one is a replay).
+        body = json.dumps({"ref": f"refs/heads/{branch}", "after": secrets.token_hex(20)}).encode()
         signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         return self.post(
             "/webhook",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from hypothesis import given
@@ -12,12 +13,14 @@ from reconciler.desired.files import (
     Entry,
     Kind,
     Listing,
+    display,
     escape,
     sort_out,
     unopened,
     valid_name,
 )
-from reconciler.parse import MAX_FILE_BYTES
+from reconciler.desired.validate import MAX_PROBLEMS
+from reconciler.parse import MAX_FILE_BYTES, SHOWN
 
 FILE = Entry(Kind.FILE, 300)
 
@@ -132,6 +135,75 @@ def test_names_that_try_to_escape_are_refused_and_shown_escaped() -> None:
     assert shown["bad\udcff.yaml"] == "requests/bad\\xff.yaml"  # a byte that is not UTF-8
 
 
+def test_a_file_named_just_yaml_or_yml_is_refused_under_a_status_of_its_own() -> None:
+    result = sort_out("requests", {".yaml": FILE, ".yml": FILE, ".YAML": FILE, "blog.yaml": FILE})
+    assert result.candidates == (Candidate("blog.yaml", "blog"),)
+    problems = {r.entries: [str(p) for p in r.problems] for r in result.refused}
+    assert problems == {
+        (".yaml",): ["requests/.yaml: no request name before .yaml; name the file after its request (blog.yaml)"],
+        (".yml",): ["requests/.yml: no request name before .yml; name the file after its request (blog.yaml)"],
+        (".YAML",): [
+            "requests/.YAML: no request name before .YAML; name the file after its request (blog.yaml)",
+            "requests/.YAML: the name must end in .yaml or .yml in lower case",
+        ],
+    }
+    names = [r.name for r in result.refused]
+    assert len(set(names)) == 3 and all(re.fullmatch(r"_file-[0-9a-f]{8}", n) for n in names)
+
+
+def _shown_names(problem: str) -> list[str]:
+    """The escaped file names a message quotes (each starts with requests/)."""
+    return re.findall(r"requests/[^ ,:']*", problem)
+
+
+def test_a_long_name_is_shortened_in_every_message_and_keeps_its_suffix() -> None:
+    lower, upper = "\u0436" * 120 + ".yaml", "\u0416" * 120 + ".yml"  # 245 bytes each, 725 once escaped
+    assert len(lower.encode()) <= 255
+    result = sort_out("requests", {lower: FILE, upper: FILE, "\u0436" * 126 + ".YAML": FILE})
+    texts = [r.invalid("requests", {}).path for r in result.refused]
+    texts += [str(p) for r in result.refused for p in r.problems]
+    assert len(texts) == 5
+    for text in texts:
+        assert len(text) < 350, text  # the sentence, and each name cut to SHOWN characters
+        for name in _shown_names(text):
+            assert len(name) <= len("requests/") + SHOWN + len("….yaml") and "…." in name
+    [alone] = [r for r in result.refused if len(r.entries) == 1]
+    cut = "\\u0436" * 10 + "…"  # SHOWN characters of the escaped stem
+    assert [str(p) for p in alone.problems] == [
+        f"requests/{cut}.YAML: '{cut}' is not a valid request name (lower-case letters, digits and '-', starting "
+        "and ending with a letter or digit, at most 63 characters)",
+        f"requests/{cut}.YAML: the name must end in .yaml or .yml in lower case",
+    ]
+
+
+def _case_variants(word: str) -> list[str]:
+    return ["".join(chars) for chars in itertools.product(*[(c.lower(), c.upper()) for c in word])]
+
+
+def test_a_folder_of_case_variants_gets_one_status_of_bounded_size() -> None:
+    # blog, bloG, ... (16 stems) times .yaml, .yamL, ..., .YML (24 suffixes): 384 links that all fold to blog.
+    names = [
+        stem + suffix for stem in _case_variants("blog") for suffix in _case_variants(".yaml") + _case_variants(".yml")
+    ]
+    result = sort_out("requests", dict.fromkeys(names, Entry(Kind.LINK, 9)))
+    assert result.candidates == ()
+    [refused] = result.refused
+    assert (refused.name, len(refused.entries)) == ("blog", 384)
+    problems = [str(p) for p in refused.problems]
+    # 16 stems each named by 24 files, the case collision, then 384 links: the first MAX_PROBLEMS, then a count.
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert problems[-1] == f"... and {16 + 1 + 384 - MAX_PROBLEMS} more problems"
+    assert problems[16] == (
+        "requests/BLOG.YAML, requests/BLOG.YAMl, requests/BLOG.YAmL and 381 more differ only in case: they collide "
+        "on case-insensitive checkouts (macOS, Windows); neither is applied until one is renamed"
+    )
+    assert problems[0].startswith("requests/BLOG.YAML, requests/BLOG.YAMl, requests/BLOG.YAmL and 21 more name ")
+    assert refused.invalid("requests", {}).path == (
+        "requests/BLOG.YAML, requests/BLOG.YAMl, requests/BLOG.YAmL and 381 more"
+    )
+    assert sum(map(len, problems)) < 4000
+
+
 def test_an_entry_that_stopped_being_a_plain_file_is_refused() -> None:
     refused = unopened("requests", Candidate("blog.yaml", "blog"))
     assert refused.name == "blog"
@@ -141,8 +213,10 @@ def test_an_entry_that_stopped_being_a_plain_file_is_refused() -> None:
 
 
 # Any listing at all: names from an alphabet rich in the characters that matter, any kind, any size.
-NAMES = st.text(alphabet=st.sampled_from("abB-._/\n\0\u043e\u212a\udcffK" + "0"), max_size=8).map(
-    lambda stem: stem + ("", ".yaml", ".yml", ".YAML", ".md")[len(stem) % 5]
+NAMES = st.builds(
+    str.__add__,
+    st.text(alphabet=st.sampled_from("abB-._/\n\0\u043e\u212a\udcffK" + "0"), max_size=8),
+    st.sampled_from(("", ".yaml", ".yml", ".YAML", ".md")),
 )
 ENTRIES = st.builds(Entry, st.sampled_from(list(Kind)), st.integers(0, 2 * MAX_FILE_BYTES))
 
@@ -150,7 +224,7 @@ ENTRIES = st.builds(Entry, st.sampled_from(list(Kind)), st.integers(0, 2 * MAX_F
 def _stem(name: str) -> str | None:
     lowered = name.lower()
     for suffix in (".yaml", ".yml"):
-        if lowered.endswith(suffix) and len(name) > len(suffix):
+        if lowered.endswith(suffix):  # `.yaml` too: refused, never ignored
             return name[: -len(suffix)]
     return None
 
@@ -177,9 +251,20 @@ def test_every_entry_is_read_refused_or_ignored_once_and_no_status_name_is_taken
         if not refused.name.startswith("_"):
             assert valid_name(refused.name) and refused.name in {_stem(e) for e in refused.entries}
         assert refused.problems
+        assert len(refused.problems) <= MAX_PROBLEMS + 1
         invalid = refused.invalid("requests", {})
         for text in (invalid.path, *map(str, invalid.problems)):
-            assert text.isascii() and text.isprintable()
+            assert text.replace("…", "").isascii() and text.isprintable()  # … only where a long name is cut
+
+
+@given(st.text(), st.sampled_from(("", ".yaml", ".YML", ".md")))
+def test_display_gives_one_short_printable_line_and_keeps_the_suffix(stem: str, suffix: str) -> None:
+    shown = display("requests", stem + suffix)
+    kept = suffix if suffix in (".yaml", ".YML") else ""  # a request file's suffix shows even on a cut name
+    assert shown.isprintable() and shown.replace("…", "").isascii()
+    assert shown.endswith(kept) and len(shown) <= len("requests/") + SHOWN + len("…") + len(kept)
+    if "…" in shown:  # the cut, never a character of the name: escape writes that one as \u2026
+        assert shown.count("…") == 1 and len(escape(stem + suffix)) > SHOWN
 
 
 @given(st.text())

@@ -232,3 +232,17 @@ def test_a_git_token_is_sent_from_the_environment_and_never_written_to_git_confi
     on_disk = b"".join(p.read_bytes() for p in (tmp_path / "co" / ".git").rglob("*") if p.is_file())
     assert token.encode() not in on_disk
     assert url.encode() in (tmp_path / "co" / ".git" / "config").read_bytes()
+
+
+def test_a_checkout_made_with_a_token_in_its_url_is_pointed_at_the_configured_remote(
+    remote: Path, tmp_path: Path
+) -> None:
+    # An older release wrote the URL as given; the config now refuses credentials in it, and the next start
+    # must not keep the token on disk, nor fetch from the remote it no longer names.
+    path = tmp_path / "old-checkout"
+    git.Repo.init(path, initial_branch="main").create_remote("origin", "https://ghp_old_token_123@gitea.lan/x.git")
+    checkout = Checkout(GitConfig(remote=str(remote), checkout=path))
+    assert checkout.sync() is not None  # fetched from the configured remote
+    config_text = (path / ".git" / "config").read_text()
+    assert "ghp_old_token_123" not in config_text
+    assert f"url = {remote}" in config_text

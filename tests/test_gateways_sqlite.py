@@ -700,3 +700,18 @@ def test_a_path_with_uri_characters_opens_read_only(tmp_path: Path) -> None:
     finally:
         reader.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a ?b#c%d"]
+
+
+def test_a_database_an_older_release_left_open_to_others_is_closed(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    JobStore(path).close()
+    for part in tmp_path.iterdir():
+        part.chmod(0o644)
+    store = JobStore(path)
+    try:
+        store.create_job("create", "blog", None, {})
+        assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == dict.fromkeys(
+            ("jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm"), 0o600
+        )
+    finally:
+        store.close()

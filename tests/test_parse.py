@@ -98,9 +98,9 @@ def test_ordinary_yaml_still_reads_as_before() -> None:
         "port": 8080,
         "none": None,
     }
-    assert load_yaml(b"base: &b {cores: 1, memory: 512}\nthis: {<<: *b, cores: 2}\n") == {
+    assert load_yaml(b"base: &b {cores: 1, memory: 512}\nthis: *b\n") == {
         "base": {"cores": 1, "memory": 512},
-        "this": {"cores": 2, "memory": 512},  # a merge key is overridden, as YAML means: not a duplicate
+        "this": {"cores": 1, "memory": 512},
     }
     small = laughs(levels=3)  # 9**3 values: an alias-heavy file under the cap is read
     assert len(load_yaml(small)["l2"]) == 9  # type: ignore[index]
@@ -231,3 +231,17 @@ def test_hostile_request_files_are_invalid_with_a_reason_and_the_others_are_prov
     # Refused by load_yaml, or before it by the read from the checkout, which caps at the same size.
     assert "64 KiB" in reasons["huge"][0] or str(MAX_FILE_BYTES) in reasons["huge"][0]
     assert all(len(problems) == 1 for problems in reasons.values())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "node: pve1\n<<: {node: pve2}\n",  # a merged value overridden beside it
+        "<<: {node: pve1, node: pve2}\n",  # a duplicate inside the merged mapping
+        "<<: [{node: pve1}, {node: pve2}]\n",  # two merged mappings naming one key
+        "base: &b {node: pve2}\nthis: {<<: *b, node: pve1}\n",
+    ],
+)
+def test_a_merge_key_is_refused_so_no_value_hides_behind_another(text: str) -> None:
+    with pytest.raises(ValueError, match=r"line \d+: a merge key \(<<\) is not allowed"):
+        load_yaml(text)

@@ -225,17 +225,27 @@ def test_tls_verification_turned_off_is_said_once_at_start_and_urllib3_stays_qui
 
 
 class ProcessWatch:
-    """Samples the command line and environment of every process below pid while it runs, for the canaries."""
+    """Samples the command line and environment of every process below pid while it runs, for the canaries.
 
-    def __init__(self, pid: int, canaries: dict[str, str]) -> None:
+    encoded_ok names, per canary kind, the programs (argv[0]'s last part) whose environment may hold that canary
+    base64-encoded, never as it is: git and git-remote-https, which get an https remote's Basic header so by
+    design (GIT_CONFIG_VALUE_n, readable by their user only). Those seen holding it are kept in encoded.
+    """
+
+    def __init__(self, pid: int, canaries: dict[str, str], encoded_ok: dict[str, frozenset[str]] | None = None) -> None:
         self.pid = pid
         self.canaries = canaries
+        self.encoded_ok = encoded_ok or {}
         self.seen: set[str] = set()  # command lines seen, to show the watch saw something
         self.hits: list[tuple[str, str, str]] = []  # (command line, where, canary kind)
+        self.encoded: set[str] = set()  # programs seen holding an encoded_ok canary in their environment
+        self._itself = b""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> ProcessWatch:
+        # Popen has returned, so pid has exec'd: this is its own command line.
+        self._itself = Path(f"/proc/{self.pid}/cmdline").read_bytes()
         self._thread.start()
         return self
 
@@ -255,30 +265,38 @@ class ProcessWatch:
                 children.setdefault(ppid, []).append(int(entry))
         return children
 
+    def look(self) -> None:
+        """One look at every process below pid now (also called by a test at a moment it knows what runs)."""
+        children = self._children()
+        below, todo = [], list(children.get(self.pid, []))
+        while todo:
+            pid = todo.pop()
+            below.append(pid)
+            todo.extend(children.get(pid, []))
+        for pid in below:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            # A child between fork and exec is still the daemon (its memory, its environment): not yet a process
+            # it started, so it is skipped until it has become one.
+            if cmdline == self._itself:
+                continue
+            shown = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
+            program = os.path.basename(cmdline.split(b"\0")[0].decode(errors="replace"))
+            self.seen.add(shown)
+            for kind in leaks(self.canaries, cmdline):
+                self.hits.append((shown, "cmdline", kind))
+            for kind in leaks(self.canaries, environ):
+                if program in self.encoded_ok.get(kind, ()) and self.canaries[kind].encode() not in environ:
+                    self.encoded.add(program)
+                else:
+                    self.hits.append((shown, "environ", kind))
+
     def _run(self) -> None:
-        # A child between fork and exec is still the daemon (its memory, its environment): not yet a process it
-        # started, so it is skipped until it has become one.
-        itself = Path(f"/proc/{self.pid}/cmdline").read_bytes()
         while not self._stop.is_set():
-            children = self._children()
-            below, todo = [], list(children.get(self.pid, []))
-            while todo:
-                pid = todo.pop()
-                below.append(pid)
-                todo.extend(children.get(pid, []))
-            for pid in below:
-                try:
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    environ = Path(f"/proc/{pid}/environ").read_bytes()
-                except OSError:
-                    continue
-                if cmdline == itself:
-                    continue
-                shown = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
-                self.seen.add(shown)
-                for where, data in (("cmdline", cmdline), ("environ", environ)):
-                    for kind in leaks(self.canaries, data):
-                        self.hits.append((shown, where, kind))
+            self.look()
             time.sleep(0.02)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import structlog.testing
 from conftest import WEBHOOK_SECRET, DaemonProcess, FakeCluster, OperatorClone, request_yaml
 
 from reconciler.daemon.metrics import Metrics
@@ -288,8 +289,17 @@ def test_a_replayed_delivery_is_ignored_and_triggers_nothing(listener: Listener)
     assert listener.post(PUSH, first) == (200, "ignored: replayed delivery\n")
     # The same id under Gitea's header name is the same delivery.
     assert listener.post(PUSH, signed(PUSH, **{"X-Gitea-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}))[0] == 200
+    # The id is not signed: the same signed body under another id, or none, is the same capture sent again.
+    assert listener.post(PUSH, signed(PUSH, **{"X-GitHub-Delivery": "another"})) == (
+        200,
+        "ignored: replayed delivery\n",
+    )
+    assert listener.post(PUSH, signed(PUSH)) == (200, "ignored: replayed delivery\n")
     assert listener.pushes == ["webhook"]
-    assert listener.post(PUSH, signed(PUSH, **{"X-GitHub-Delivery": "another"})) == (202, "accepted: reconciling\n")
+    # Another push (another body) is new, whatever its id.
+    other = PUSH.replace(b"}", b', "after": "1111111111111111111111111111111111111111"}', 1)
+    assert other != PUSH
+    assert listener.post(other, signed(other)) == (202, "accepted: reconciling\n")
     assert listener.pushes == ["webhook", "webhook"]
 
 
@@ -310,9 +320,10 @@ def test_a_bug_behind_an_endpoint_answers_500_and_logs_only_the_errors_type(
     listener: Listener, capfd: pytest.CaptureFixture[str]
 ) -> None:
     listener.ready.append(None)  # type: ignore[arg-type]  # readiness() then fails to unpack
-    assert listener.get("/readyz") == (500, "internal error\n")
+    with structlog.testing.capture_logs() as events:
+        assert listener.get("/readyz") == (500, "internal error\n")
+    assert {"event": "http handler failed", "error": "TypeError", "log_level": "warning"} in events
     out, err = capfd.readouterr()
-    assert "http handler failed" in out and "error=TypeError" in out
     assert "Traceback" not in out + err
     assert listener.get("/healthz") == (200, "ok\n")
 

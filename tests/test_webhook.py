@@ -284,16 +284,17 @@ def test_any_delivery_gets_a_verdict_and_only_a_signed_push_to_the_branch_reconc
 
 
 def test_replayed_delivery_ids_are_recognised_and_memory_stays_bounded() -> None:
-    seen = Deliveries(size=8)
-    gitea = delivery_keys({k.lower(): v for k, v in gitea_push(BODY, JSON).items()})
-    assert len(gitea) == 1  # Gitea repeats one id under three names
+    seen = Deliveries(size=16)
+    gitea = delivery_keys({k.lower(): v for k, v in gitea_push(BODY, JSON).items()}, BODY)
+    assert len(gitea) == 2  # Gitea repeats one id under three names; and the body
     assert seen.first_time(gitea)
     assert not seen.first_time(gitea)
-    assert seen.first_time(frozenset())  # no id: nothing to compare, never called a replay
-    assert seen.first_time(frozenset())
     for n in range(100):
-        assert seen.first_time(delivery_keys({"x-github-delivery": f"id-{n}"}))
-        assert not seen.first_time(delivery_keys({"x-gitea-delivery": f" id-{n} "}))
-        assert len(seen) <= 8
-    assert not seen.first_time(delivery_keys({"x-github-delivery": "id-99"}))
+        assert seen.first_time(delivery_keys({"x-github-delivery": f"id-{n}"}, f"push {n}".encode()))
+        # The same id with another body, and the same body under another id or none: both replays.
+        assert not seen.first_time(delivery_keys({"x-gitea-delivery": f" id-{n} "}, b"other"))
+        assert not seen.first_time(delivery_keys({"x-gitea-delivery": f"new-{n}"}, f"push {n}".encode()))
+        assert not seen.first_time(delivery_keys({}, f"push {n}".encode()))
+        assert len(seen) <= 16
+    assert not seen.first_time(delivery_keys({"x-github-delivery": "id-99"}, b"x"))
     assert seen.first_time(gitea)  # long forgotten: memory is bounded, so a very old id is new again

@@ -245,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.done_reading(self.connection)
         headers = {k.lower(): v for k, v in self.headers.items()}
         verdict = webhook.judge(secret, body, headers, ep.branch)
-        if verdict.status < 300 and not self.server.deliveries.first_time(webhook.delivery_keys(headers)):
+        if verdict.status < 300 and not self.server.deliveries.first_time(webhook.delivery_keys(headers, body)):
             verdict = webhook.Verdict(200, webhook.REPLAYED)
         result = RESULTS.get(verdict.status, "accepted" if verdict.reconcile else "ignored")
         self._result(result, verdict.status, verdict.message)

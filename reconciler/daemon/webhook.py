@@ -125,13 +125,14 @@ def judge(secret: bytes, body: bytes, headers: Mapping[str, str], branch: str) -
     return Verdict(202, "accepted: reconciling", reconcile=True)
 
 
-def delivery_keys(headers: Mapping[str, str]) -> frozenset[bytes]:
-    """Fixed-size digests of the delivery ids a forge sent (Gitea repeats one id under several names)."""
-    return frozenset(
-        hashlib.sha256(headers[h].strip().encode("utf-8", "replace")).digest()[:16]
-        for h in DELIVERY_HEADERS
-        if headers.get(h, "").strip()
-    )
+def delivery_keys(headers: Mapping[str, str], body: bytes) -> frozenset[bytes]:
+    """Fixed-size digests of the delivery ids a forge sent (Gitea repeats one id under several names) and of the
+    signed body: the id is not signed, so a captured delivery sent again under a new id (or none) is the same
+    body; two real pushes never are (each names its own before and after commits)."""
+    ids = {
+        b"id:" + headers[h].strip().encode("utf-8", "replace") for h in DELIVERY_HEADERS if headers.get(h, "").strip()
+    }
+    return frozenset(hashlib.sha256(key).digest()[:16] for key in ids | {b"body:" + body})
 
 
 class Deliveries:
@@ -143,7 +144,7 @@ class Deliveries:
         self._lock = threading.Lock()
 
     def first_time(self, keys: frozenset[bytes]) -> bool:
-        """Remember these ids; False when any was seen already (a delivery without an id is always new)."""
+        """Remember these keys; False when any was seen already."""
         with self._lock:
             if any(key in self._seen for key in keys):
                 return False

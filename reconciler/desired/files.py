@@ -5,7 +5,9 @@ of it is read: a symbolic link, a folder or a special file is refused without lo
 whatever its name. Each refused entry gets a status of its own, under a name no valid request can have when
 its own name is not a valid request name (`.evil.yaml` must never write `status/evil.yaml`). Two entries
 that name one request (`blog.yaml` beside `blog.yml`, or `Blog.yaml` beside `blog.yaml`, which collide on a
-case-insensitive checkout) are both refused, in one status: neither is applied, never both.
+case-insensitive checkout) are both refused, in one status: neither is applied, never both. A name is
+shortened in messages, and a status lists a few names and at most MAX_PROBLEMS problems: a folder of long or
+many names must not make a status file of as many kilobytes.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from reconciler.desired.request import DNS_LABEL
+from reconciler.desired.validate import capped
 from reconciler.model.desired import Invalid
 from reconciler.model.problem import Problem
-from reconciler.parse import MAX_FILE_BYTES
+from reconciler.parse import MAX_FILE_BYTES, shorten
 
 SUFFIXES = (".yaml", ".yml")
+SHOWN_NAMES = 3  # entries a message or a status names; the rest are counted
 _LABEL = re.compile(DNS_LABEL)
 
 
@@ -75,7 +79,10 @@ class Refused:
         """The Invalid standing input; revisions: repository path -> last commit, newest first."""
         paths = {f"{folder}/{e}" for e in self.entries}
         revision = next((r for p, r in revisions.items() if p in paths), None)
-        shown = ", ".join(sorted(display(folder, e) for e in self.entries))
+        listed = sorted(display(folder, e) for e in self.entries)
+        shown = ", ".join(listed)
+        if len(listed) > SHOWN_NAMES:
+            shown += f" and {len(listed) - SHOWN_NAMES} more"
         return Invalid(self.name, shown, revision, self.problems)
 
 
@@ -114,15 +121,26 @@ def escape(text: str) -> str:
 
 
 def display(folder: str, entry: str) -> str:
-    """The repository path of an entry, safe to print anywhere."""
-    return f"{folder}/{escape(entry)}"
+    """The repository path of an entry, safe to print anywhere: escaped, its stem shortened, its suffix kept."""
+    # A 255-byte name escapes to some 1,500 characters, repeated in every problem; the ellipsis that marks the
+    # cut cannot be read as part of the name, since escape writes a real one as \u2026.
+    stem, suffix = _split(entry) or (entry, "")
+    return f"{folder}/{shorten(escape(stem))}{escape(suffix)}"
+
+
+def _listed(folder: str, entries: list[str]) -> str:
+    """Entries for a message, in plain words: the first SHOWN_NAMES, then how many more."""
+    items = [display(folder, e) for e in entries[:SHOWN_NAMES]]
+    if len(entries) > SHOWN_NAMES:
+        items.append(f"{len(entries) - SHOWN_NAMES} more")
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _split(entry: str) -> tuple[str, str] | None:
-    """(stem, suffix) when the name ends in .yaml or .yml, in any case; else None."""
+    """(stem, suffix) when the name ends in .yaml or .yml, in any case; else None. The stem may be empty."""
     lowered = entry.lower()
     for suffix in SUFFIXES:
-        if lowered.endswith(suffix) and len(entry) > len(suffix):
+        if lowered.endswith(suffix):
             return entry[: -len(suffix)], entry[-len(suffix) :]
     return None
 
@@ -166,11 +184,17 @@ def _name_problems(folder: str, entry: str) -> list[Problem]:
         return [Problem("", f"{shown}: a request file's name ends in .yaml or .yml")]
     stem, suffix = parts
     problems = []
-    if not valid_name(stem):
+    if not stem:
+        problems.append(
+            Problem(
+                "", f"{shown}: no request name before {escape(suffix)}; name the file after its request (blog.yaml)"
+            )
+        )
+    elif not valid_name(stem):
         problems.append(
             Problem(
                 "",
-                f"{shown}: '{escape(stem)}' is not a valid request name (lower-case letters, digits and '-', "
+                f"{shown}: '{shorten(escape(stem))}' is not a valid request name (lower-case letters, digits and '-', "
                 "starting and ending with a letter or digit, at most 63 characters)",
             )
         )
@@ -197,12 +221,15 @@ def _group_problems(folder: str, names: list[str]) -> list[Problem]:
     problems = []
     for stem, same in sorted(by_stem.items()):
         if len(same) > 1:  # the very same stem: blog.yaml beside blog.yml
-            shown = " and ".join(display(folder, e) for e in same)
+            shown = _listed(folder, same)
             problems.append(
-                Problem("", f"{shown} name the same request {escape(stem)}; neither is applied until one is removed")
+                Problem(
+                    "",
+                    f"{shown} name the same request {shorten(escape(stem))}; neither is applied until one is removed",
+                )
             )
     if len(by_stem) > 1:
-        shown = " and ".join(display(folder, e) for e in names)
+        shown = _listed(folder, names)
         problems.append(
             Problem(
                 "",
@@ -217,7 +244,8 @@ def sort_out(folder: str, entries: Mapping[str, Entry], limit: int = MAX_FILE_BY
     """Sort a listing of the requests folder (name -> entry) into files to read and refused entries.
 
     Plain files whose name does not end in .yaml or .yml are ignored (a README); anything else that is not a
-    plain file is refused, whatever its name. Nothing here reads a file.
+    plain file is refused, whatever its name, and so is a file named just `.yaml` or `.yml`. Nothing here reads
+    a file.
     """
     groups: dict[str, list[str]] = {}
     refused: list[Refused] = []
@@ -227,6 +255,11 @@ def sort_out(folder: str, entries: Mapping[str, Entry], limit: int = MAX_FILE_BY
             problem = _kind_problem(folder, entry_name, entry.kind)
             if problem is not None:
                 refused.append(Refused(unsafe_name([entry_name]), (entry_name,), (problem,)))
+            continue
+        if not parts[0]:  # `.yaml` names no request: refused on its own, never grouped with `.yml`
+            found = _kind_problem(folder, entry_name, entry.kind)
+            problems = ([found] if found else []) + _name_problems(folder, entry_name)
+            refused.append(Refused(unsafe_name([entry_name]), (entry_name,), tuple(problems)))
             continue
         groups.setdefault(_fold(parts[0]), []).append(entry_name)
     candidates: list[Candidate] = []
@@ -245,7 +278,8 @@ def sort_out(folder: str, entries: Mapping[str, Entry], limit: int = MAX_FILE_BY
                 if too_big is not None:
                     problems.append(too_big)
         if problems:
-            refused.append(Refused(name, tuple(names), tuple(problems)))
+            # One folder of case variants (blog.yaml, BLOG.Yml, Blog.YAML, ...) could make hundreds of problems.
+            refused.append(Refused(name, tuple(names), capped(problems)))
         else:
             candidates.append(Candidate(names[0], name))
     return Listing(

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
 import git
+import structlog
 from git.exc import InvalidGitRepositoryError, NoSuchPathError
 from git.refs.symbolic import SymbolicReference
 
@@ -38,6 +39,8 @@ from reconciler.gateways.folder import list_entries, read_plain
 from reconciler.logs import register_secret
 from reconciler.model.errors import GitError
 from reconciler.parse import MAX_FILE_BYTES
+
+log = structlog.get_logger("reconciler.git")
 
 PUSH_ATTEMPTS = 5
 OWN_COMMITS = 32  # how many of its own pushed commits a Checkout remembers
@@ -171,9 +174,12 @@ class Checkout:
 
     def _open_or_clone(self) -> git.Repo:
         try:
-            return git.Repo(self.path)
+            repo = git.Repo(self.path)
         except (InvalidGitRepositoryError, NoSuchPathError):
             pass
+        else:
+            self._point_at_remote()
+            return repo
         if self.path.exists() and any(self.path.iterdir()):
             raise GitError("clone", f"{self.path} exists, is not empty and is not a git checkout")
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -182,6 +188,18 @@ class Checkout:
             if status != 0:
                 raise GitError("clone", _tidy(err or out) or f"exit status {status}")
         return git.Repo(self.path)
+
+    def _point_at_remote(self) -> None:
+        """Make the checkout's origin the configured remote: a changed git.remote takes effect, and a URL an older
+        release wrote with a token in it leaves .git/config (the old value is never logged)."""
+        status, url, _ = self._run("clone", "config", "--get", "remote.origin.url")
+        if status == 0 and url.strip() == self.config.remote:
+            return
+        action = ("set-url", "origin") if status == 0 else ("add", "origin")
+        status, out, err = self._run("clone", "remote", *action, self.config.remote)
+        if status != 0:
+            raise GitError("clone", _tidy(err or out) or f"exit status {status}")
+        log.info("git remote replaced", remote=self.config.remote)
 
     def _git(self, step: str, *args: str) -> str:
         self.repo  # noqa: B018 - opened (or cloned) before git runs in it

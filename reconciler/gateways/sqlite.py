@@ -6,9 +6,11 @@ cannot be used (unwritable, not a database, held by another process) is a StateE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -554,12 +556,16 @@ def _refuse_unwritable(path: Path) -> None:
 
 
 def _create_owner_only(path: Path) -> None:
-    """Make a new database file readable by its owner only (SQLite gives its -wal and -shm files the same mode);
-    an existing file is left as it is."""
+    """Make the database file readable by its owner only (SQLite gives its -wal and -shm files the same mode);
+    one an older release left open to others is closed, with its -wal and -shm."""
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
-        pass
+        for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(OSError):  # gone, or not ours to change: opening it says what matters
+                found = part.lstat()
+                if stat.S_ISREG(found.st_mode) and stat.S_IMODE(found.st_mode) & 0o077:
+                    part.chmod(0o600)
     except OSError as exc:
         raise StateError(str(path), f"cannot create the job database: {exc.strerror}; {_WRITERS}") from None
 

@@ -33,8 +33,9 @@ class Plan:
 def _taken(observed: Observed, valid: Iterable[Desired]) -> set[int]:
     """VMIDs never given to a request without one."""
     taken = set(observed.by_vmid)
-    # Named by a valid request (an adopt's guest may be unlisted, its node offline): given to another too,
-    # Proxmox refuses one of the two creates. Refused requests' too: it is still theirs once the clash is fixed.
+    # Named by a request that passed validation (an adopt's guest may be unlisted, its node offline): given to
+    # another too, Proxmox refuses one of the two creates. That includes one refused later for a clash (its
+    # hostname, say): the VMID is still its own once the clash is fixed. An invalid file names none we can trust.
     taken.update(d.life.vmid for d in valid if d.life.vmid is not None)
     taken.update(r.action.vmid for r in observed.in_flight.values())
     taken.update(h.vmid for held in observed.held.values() for h in held)
