@@ -7,18 +7,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.server
 import io
 import json
 import logging
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import git
 import pytest
 import structlog
 from conftest import (
@@ -30,6 +34,7 @@ from conftest import (
     request_yaml,
     with_provision,
 )
+from fakepve.certs import make_cert
 
 from reconciler import logs
 from reconciler.config import GIT_TOKEN_ENV, TOKEN_SECRET_ENV, GitConfig
@@ -445,3 +450,261 @@ def test_no_secret_reaches_a_log_the_database_a_file_a_commit_an_answer_or_a_pro
         if p.stat().st_mode & 0o077 and not p.is_symlink()
     ]
     assert opened == []
+
+
+# --- an https remote that checks the git token: git's smart HTTP (git http-backend as CGI) behind TLS on loopback
+
+
+@dataclass
+class Received:
+    """One request as the git server got it; rest is all of it but the Authorization header's value."""
+
+    method: str
+    path: str
+    authorized: bool
+    rest: bytes
+
+
+@dataclass
+class HttpsGitServer:
+    """Serves root/infra.git over https to requests carrying exactly header, the git token's Basic header."""
+
+    url: str
+    ca_file: str
+    token: str
+    header: str
+    root: Path
+    received: list[Received] = field(default_factory=list)
+    on_request: Callable[[], None] | None = None  # called while the client waits for its answer
+
+
+class _SmartHttp(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive and `Expect: 100-continue` as git's curl expects them
+    timeout = 30
+    site: HttpsGitServer
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        return b"".join(chunks)
+
+    def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _serve(self) -> None:
+        site = self.site
+        body = self._body()
+        authorized = self.headers.get("Authorization") == site.header
+        others = [(k, v) for k, v in self.headers.items() if k.lower() != "authorization"]
+        rest = "\n".join([self.requestline, *(f"{k}: {v}" for k, v in others)]).encode()
+        site.received.append(Received(self.command, self.path, authorized, rest))
+        if site.on_request is not None:
+            site.on_request()
+        path, _, query = self.path.partition("?")
+        if not authorized:
+            self._answer(401, [("WWW-Authenticate", 'Basic realm="infra"')], b"")
+            return
+        if not path.startswith("/infra.git/"):
+            self._answer(404, [], b"")
+            return
+        # As a web server runs it: the user it authenticated, the request's headers (but Authorization, which
+        # Apache does not hand to CGI either); the hooks of a push get this environment.
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(site.root / "server-home"),
+            "GIT_PROJECT_ROOT": str(site.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REMOTE_ADDR": self.client_address[0],
+            "REMOTE_USER": "reconciler",
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+        }
+        for name, value in others:
+            if name.lower() not in ("content-type", "content-length", "transfer-encoding"):
+                env["HTTP_" + name.upper().replace("-", "_")] = value
+        backend = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60, check=False
+        )
+        head, _, payload = backend.stdout.partition(b"\r\n\r\n")
+        if not head:
+            self._answer(500, [], backend.stderr)
+            return
+        status, headers = 200, []
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            else:
+                headers.append((name, value.strip()))
+        self._answer(status, headers, payload)
+
+
+@pytest.fixture
+def https_git(tmp_path: Path, remote: Path) -> Iterator[HttpsGitServer]:
+    """The `remote` bare repository served by git's smart HTTP over TLS on loopback, for a canary git token."""
+    assert remote.parent == tmp_path and remote.name == "infra.git"
+    pki = tmp_path / "git-pki"
+    pki.mkdir()
+    (tmp_path / "server-home").mkdir()
+    certfile, keyfile, _ = make_cert(str(pki), name="git", hosts=("127.0.0.1",))
+    token = canary("gittoken")
+    header = "Basic " + base64.b64encode(f"reconciler:{token}".encode()).decode()
+    site = HttpsGitServer("", certfile, token, header, tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("SmartHttp", (_SmartHttp,), {"site": site}))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    site.url = f"https://127.0.0.1:{server.server_address[1]}/infra.git"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield site
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+BLOCKING_STEP_PCT = """#!/bin/sh
+# `pct set` succeeds; a setup step prints its environment, then waits (60 s at most) for the test, then fails.
+if [ "$1" = set ]; then exit 0; fi
+env > {seen}.tmp && mv {seen}.tmp {seen}
+i=0
+while [ ! -e {release} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
+echo "the step printed its environment"
+exit 1
+"""
+
+REFUSING_HOOK = """#!/bin/sh
+# The server refuses every push, keeping the environment the push's hooks get.
+env > {seen}
+echo "refused-by-test-hook" >&2
+exit 1
+"""
+
+GIT_PROGRAMS = frozenset({"git", "git-remote-https", "git-remote-http"})
+
+
+def test_a_git_token_reaches_an_https_remote_only_as_gits_authorization_header(
+    tmp_path: Path,
+    remote: Path,
+    operator: OperatorClone,
+    cluster: FakeCluster,
+    config_path: Path,
+    host_sshd: NodeSshd,
+    host_pct: HostPct,
+    https_git: HttpsGitServer,
+) -> None:
+    canaries = {"git token": https_git.token}
+    config_path.write_text(config_path.read_text().replace(f"  remote: {remote}\n", f"  remote: {https_git.url}\n"))
+    assert https_git.url in config_path.read_text()
+    env = {
+        **os.environ,
+        TOKEN_SECRET_ENV: cluster.secret,
+        GIT_TOKEN_ENV: https_git.token,
+        "GIT_SSL_CAINFO": https_git.ca_file,
+    }
+    pct_env, hook_env, release, output = (tmp_path / n for n in ("pct-env", "hook-env", "release", "once.log"))
+    host_pct.path.write_text(BLOCKING_STEP_PCT.format(seen=pct_env, release=release))
+    with_provision(config_path, host_sshd.provision(step_timeout=30))
+    operator.write("requests/alpha.yaml", request_yaml("alpha"))
+    operator.push()
+
+    def pushed() -> bool:
+        return "status/alpha.yaml" in git.Repo(remote).git.ls_tree("-r", "--name-only", "main").split()
+
+    with output.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "once", "--config", str(config_path)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with ProcessWatch(process.pid, canaries, encoded_ok={"git token": GIT_PROGRAMS}) as watch:
+            # The server looks too, at each request: git then waits for its answer, so it is surely seen.
+            https_git.on_request = watch.look
+            # The container is made and its status pushed; its setup step runs, and waits.
+            deadline = time.monotonic() + 60
+            while not (pct_env.exists() and pushed()) and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert pct_env.exists() and pushed(), (
+                f"no status pushed, or the setup step never ran:\n{output.read_text()}"
+            )
+            watch.look()  # ssh is running the step now, held until release
+            # From now on the server refuses every push: the step's failure is not taken.
+            hook = remote / "hooks" / "pre-receive"
+            hook.write_text(REFUSING_HOOK.format(seen=hook_env))
+            hook.chmod(0o755)
+            release.touch()
+            assert process.wait(60) == 2, output.read_text()  # the refused push ends the run as an error
+    finally:
+        https_git.on_request = None
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+    # The token reached the server, as the Basic header of every request, in fetches and pushes alike.
+    requests = {(r.method, r.path.split("/")[-1]) for r in https_git.received}
+    assert {
+        ("GET", "refs?service=git-upload-pack"),
+        ("POST", "git-upload-pack"),
+        ("GET", "refs?service=git-receive-pack"),
+        ("POST", "git-receive-pack"),
+    } <= requests, requests
+    assert [r.path for r in https_git.received if not r.authorized] == []
+    assert leaks(canaries, b"\n".join(r.rest for r in https_git.received)) == []  # not in a URL or other header
+    log = output.read_text()
+    assert "refused-by-test-hook" in log
+    assert "REMOTE_USER=reconciler" in hook_env.read_text() and "GIT_DIR=" in hook_env.read_text()
+    assert "PATH=" in pct_env.read_text()
+    operator.pull()
+    assert operator.yaml("status/alpha.yaml") is not None  # pushed before the server began to refuse
+
+    # The watches saw git talking to the server with the header in its environment (as designed), and ssh;
+    # nothing else held it, and nothing held it in a command line.
+    assert any("git-remote-https" in line for line in watch.seen), sorted(watch.seen)
+    assert "git-remote-https" in watch.encoded, sorted(watch.seen)
+    assert watch.hits == []
+    assert any(line.startswith("ssh ") for line in watch.seen), sorted(watch.seen)
+
+    daemon_root = config_path.parent
+    git_config = daemon_root / "checkout" / ".git" / "config"
+    assert https_git.url.encode() in git_config.read_bytes()
+    written = {
+        "the output of the run": log.encode(),
+        "what the server's hook and the setup step were given": hook_env.read_bytes() + pct_env.read_bytes(),
+        "the history": operator.repo.git.log("--all", "-p", "--format=%H %an %ae %B").encode(),
+    }
+    for root in (daemon_root, operator.path, remote):
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                written[str(path)] = path.read_bytes()
+    assert str(git_config) in written and any("jobs.sqlite" in name for name in written)
+    found = {name: leaks(canaries, data) for name, data in written.items()}
+    assert {name: kinds for name, kinds in found.items() if kinds} == {}

@@ -6,6 +6,7 @@ request are never both applied, and a generated file edited by hand is reported 
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -146,6 +147,42 @@ def test_a_name_that_is_no_request_name_never_writes_another_requests_status(
     operator.pull()
     assert status_of(operator, "evil")["phase"] == "Ready"
     assert len(odd_statuses(operator)) == 3
+
+
+def test_odd_long_and_many_names_get_short_statuses_of_their_own(
+    operator: OperatorClone, cluster: FakeCluster, runtime: Runtime
+) -> None:
+    long = "\u0436" * 120 + ".yaml"  # 245 bytes, some 730 characters once escaped
+    operator.write("requests/.yaml", request_yaml("blog"))
+    operator.write(f"requests/{long}", request_yaml("blog"))
+    # 16 case variants of blog, each as .yaml and .yml: 32 links that all name one request on macOS.
+    variants = ["".join(c) for c in itertools.product(*[(ch, ch.upper()) for ch in "blog"])]
+    for stem in variants:
+        for suffix in (".yaml", ".yml"):
+            os.symlink("elsewhere", operator.path / "requests" / f"{stem}{suffix}")
+    operator.push()
+
+    report = runtime.reconciler.once()
+
+    assert cluster.containers() == []
+    assert {s.phase for s in report.statuses.values()} == {"Invalid"}
+    operator.pull()
+    blog = status_of(operator, "blog")
+    assert blog["request"] == "requests/BLOG.yaml, requests/BLOG.yml, requests/BLOg.yaml and 29 more"
+    # 16 stems named twice, the case collision, 32 links: capped like a request file's own problems.
+    assert len(blog["problems"]) == 21 and blog["problems"][-1] == "... and 29 more problems"
+    assert blog["problems"][16].startswith(
+        "requests/BLOG.yaml, requests/BLOG.yml, requests/BLOg.yaml and 29 more differ only in case:"
+    )
+    odd = odd_statuses(operator)
+    cut = "requests/" + "\\u0436" * 10 + "….yaml"
+    assert sorted(odd) == ["requests/.yaml", cut]
+    assert odd["requests/.yaml"]["problems"] == [
+        "requests/.yaml: no request name before .yaml; name the file after its request (blog.yaml)"
+    ]
+    assert odd[cut]["problems"][0].startswith(f"{cut}: '" + "\\u0436" * 10 + "…' is not a valid request name")
+    for path in (operator.path / "status").iterdir():
+        assert path.stat().st_size < 4000, path.read_text()
 
 
 def test_links_and_folders_in_requests_are_refused_unread_and_their_targets_never_leak(

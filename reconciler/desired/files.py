@@ -80,7 +80,7 @@ class Refused:
         paths = {f"{folder}/{e}" for e in self.entries}
         revision = next((r for p, r in revisions.items() if p in paths), None)
         listed = sorted(display(folder, e) for e in self.entries)
-        shown = ", ".join(listed)
+        shown = ", ".join(listed[:SHOWN_NAMES])
         if len(listed) > SHOWN_NAMES:
             shown += f" and {len(listed) - SHOWN_NAMES} more"
         return Invalid(self.name, shown, revision, self.problems)
