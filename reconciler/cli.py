@@ -15,6 +15,7 @@ from reconciler.config import (
     DEFAULT_CONFIG,
     GIT_TOKEN_ENV,
     TOKEN_SECRET_ENV,
+    TSIG_SECRET_ENV,
     Config,
     PathsConfig,
     load_config,
@@ -165,14 +166,16 @@ def _starting(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
 
     The config file may not be open to others nor a key file to anyone but its owner. Each secret is read once
     from the environment (stripped, refused with a control character in it, registered with the log scrubber);
-    the environment returned holds the clean values.
+    the environment returned holds the clean values. They leave the process's own environment, so that no child
+    inherits one: not git (GitPython runs `git version` as it is imported, with os.environ), not ssh, not a hook.
     """
     path = args.config or DEFAULT_CONFIG
     config = load_config(path)
     refuse_open_files(path, config)
     environ = dict(os.environ)
-    for name in (TOKEN_SECRET_ENV, GIT_TOKEN_ENV, config.http.webhook_secret_env):
+    for name in (TOKEN_SECRET_ENV, GIT_TOKEN_ENV, TSIG_SECRET_ENV, config.http.webhook_secret_env):
         secret = read_secret(name, environ)
+        os.environ.pop(name, None)
         if secret is None:
             environ.pop(name, None)
         else:
@@ -231,9 +234,9 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_once(args: argparse.Namespace, out: TextIO) -> int:
     """Run one cycle; non-zero when any request is Failed or Invalid."""
+    config, environ = _starting(args)  # before GitPython is imported: see _starting
     from reconciler.runtime import open_runtime
 
-    config, environ = _starting(args)
     runtime = open_runtime(config, environ)
     try:
         report = runtime.reconciler.once(follow=not args.no_follow)
@@ -285,9 +288,9 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     """The long-running daemon."""
+    _, environ = _starting(args)  # before GitPython is imported: see _starting
     from reconciler.daemon.loop import Daemon
 
-    _, environ = _starting(args)
     return Daemon(args.config or DEFAULT_CONFIG, environ).run()
 
 

@@ -22,6 +22,8 @@ from reconciler.parse import from_validation_error, load_yaml
 DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
 TOKEN_SECRET_ENV = "PROXMOX_TOKEN_SECRET"
 GIT_TOKEN_ENV = "RECONCILER_GIT_TOKEN"
+# The DNS server's TSIG key, for the DNS records of a later release: kept out of every child process already.
+TSIG_SECRET_ENV = "RECONCILER_TSIG_SECRET"
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)]
 

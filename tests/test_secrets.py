@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import git
 import pytest
 import structlog
 from conftest import (
@@ -249,8 +248,13 @@ class ProcessWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> ProcessWatch:
-        # Popen has returned, so pid has exec'd: this is its own command line.
-        self._itself = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        # Popen has returned, so pid is past its exec, but the kernel may not have set its new command line
+        # yet (it reads empty for a moment).
+        deadline = time.monotonic() + 10
+        while not self._itself and time.monotonic() < deadline:
+            self._itself = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+            time.sleep(0 if self._itself else 0.01)
+        assert self._itself, f"process {self.pid} shows no command line"
         self._thread.start()
         return self
 
@@ -325,7 +329,8 @@ exit 1
 
 
 def signed_push(process: DaemonProcess, secret: str, body: bytes | None = None) -> tuple[int, str]:
-    body = body or json.dumps({"ref": "refs/heads/main", "after": "0" * 40}).encode()
+    # Each a push of its own: the daemon ignores a delivery whose body it has seen (a replay).
+    body = body or json.dumps({"ref": "refs/heads/main", "after": secrets.token_hex(20)}).encode()
     signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     headers = {"X-Gitea-Event": "push", "X-Gitea-Signature": signature, "Content-Type": "application/json"}
     return process.post("/webhook", body, headers)
@@ -609,6 +614,12 @@ exit 1
 
 GIT_PROGRAMS = frozenset({"git", "git-remote-https", "git-remote-http"})
 
+GITPYTHON_GIT = """#!/bin/sh
+# GitPython's git (GIT_PYTHON_GIT_EXECUTABLE): keeps the command and environment it was given, then is git.
+{{ echo "args: $*"; env; }} > {calls}/$$
+exec git "$@"
+"""
+
 
 def test_a_git_token_reaches_an_https_remote_only_as_gits_authorization_header(
     tmp_path: Path,
@@ -623,11 +634,18 @@ def test_a_git_token_reaches_an_https_remote_only_as_gits_authorization_header(
     canaries = {"git token": https_git.token}
     config_path.write_text(config_path.read_text().replace(f"  remote: {remote}\n", f"  remote: {https_git.url}\n"))
     assert https_git.url in config_path.read_text()
+    # GitPython runs git too (`git version` on import), with whatever environment the daemon has: it is kept.
+    gitpython_calls = tmp_path / "gitpython-calls"
+    gitpython_calls.mkdir()
+    gitpython_git = tmp_path / "gitpython-git"
+    gitpython_git.write_text(GITPYTHON_GIT.format(calls=gitpython_calls))
+    gitpython_git.chmod(0o755)
     env = {
         **os.environ,
         TOKEN_SECRET_ENV: cluster.secret,
         GIT_TOKEN_ENV: https_git.token,
         "GIT_SSL_CAINFO": https_git.ca_file,
+        "GIT_PYTHON_GIT_EXECUTABLE": str(gitpython_git),
     }
     pct_env, hook_env, release, output = (tmp_path / n for n in ("pct-env", "hook-env", "release", "once.log"))
     host_pct.path.write_text(BLOCKING_STEP_PCT.format(seen=pct_env, release=release))
@@ -636,7 +654,14 @@ def test_a_git_token_reaches_an_https_remote_only_as_gits_authorization_header(
     operator.push()
 
     def pushed() -> bool:
-        return "status/alpha.yaml" in git.Repo(remote).git.ls_tree("-r", "--name-only", "main").split()
+        listed = subprocess.run(
+            ["git", "--git-dir", str(remote), "ls-tree", "-r", "--name-only", "main"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return "status/alpha.yaml" in listed.stdout.split()
 
     with output.open("ab") as out:
         process = subprocess.Popen(
@@ -686,17 +711,20 @@ def test_a_git_token_reaches_an_https_remote_only_as_gits_authorization_header(
     operator.pull()
     assert operator.yaml("status/alpha.yaml") is not None  # pushed before the server began to refuse
 
-    # The watches saw git talking to the server with the header in its environment (as designed), and ssh;
+    # The watch saw git talking to the server with the header in its environment (as designed), and ssh;
     # nothing else held it, and nothing held it in a command line.
+    assert watch.hits == []
     assert any("git-remote-https" in line for line in watch.seen), sorted(watch.seen)
     assert "git-remote-https" in watch.encoded, sorted(watch.seen)
-    assert watch.hits == []
     assert any(line.startswith("ssh ") for line in watch.seen), sorted(watch.seen)
 
     daemon_root = config_path.parent
     git_config = daemon_root / "checkout" / ".git" / "config"
     assert https_git.url.encode() in git_config.read_bytes()
+    gitpython = {str(p): p.read_bytes() for p in gitpython_calls.iterdir()}
+    assert any(b"args: version" in data for data in gitpython.values()), gitpython
     written = {
+        **gitpython,
         "the output of the run": log.encode(),
         "what the server's hook and the setup step were given": hook_env.read_bytes() + pct_env.read_bytes(),
         "the history": operator.repo.git.log("--all", "-p", "--format=%H %an %ae %B").encode(),
