@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import secrets
 import socket
 import statistics
 import tempfile
@@ -60,7 +61,8 @@ def exchange(port: int, data: bytes, timeout: float = 30) -> int:
 
 
 def signed_push(secret: str, branch: str) -> bytes:
-    body = json.dumps({"ref": f"refs/heads/{branch}"}).encode()
+    # A push of its own each time (a body already answered is a replay, answered 200 and ignored).
+    body = json.dumps({"ref": f"refs/heads/{branch}", "after": secrets.token_hex(20)}).encode()
     signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     head = (
         f"POST /webhook HTTP/1.1\r\nContent-Length: {len(body)}\r\nContent-Type: application/json\r\n"
@@ -103,13 +105,14 @@ def main() -> int:
 
         def probe() -> None:
             probes = (
-                ("/healthz", b"GET /healthz HTTP/1.1\r\n\r\n", 200),
-                ("/metrics", b"GET /metrics HTTP/1.1\r\n\r\n", 200),
-                ("signed webhook", signed_push(daemon.env["RECONCILER_WEBHOOK_SECRET"], "elsewhere"), 202),
+                ("/healthz", lambda: b"GET /healthz HTTP/1.1\r\n\r\n", 200),
+                ("/metrics", lambda: b"GET /metrics HTTP/1.1\r\n\r\n", 200),
+                ("signed webhook", lambda: signed_push(daemon.env["RECONCILER_WEBHOOK_SECRET"], "elsewhere"), 202),
             )
             n = 0
             while not stop.is_set():
-                name, data, wanted = probes[n % 3]
+                name, make, wanted = probes[n % 3]
+                data = make()
                 began = time.monotonic()
                 status = exchange(port, data)
                 timings[name].append(time.monotonic() - began)
