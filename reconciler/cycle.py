@@ -7,11 +7,9 @@ result; `once` keeps passing until nothing it started is still running.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -20,52 +18,26 @@ from reconciler.apply.context import Tools
 from reconciler.apply.intents import resolve_intents
 from reconciler.apply.runner import Runner
 from reconciler.config import Config
-from reconciler.desired.files import Entry, Kind, sort_out, unopened
 from reconciler.desired.profile import Profile
-from reconciler.desired.request import Request
-from reconciler.desired.validate import parse_request, validate
+from reconciler.desired.validate import validate
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
-from reconciler.model.desired import Desired, Invalid, RequestFile
+from reconciler.model.desired import Desired
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Observed
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import GuestState, JobType, Phase
 from reconciler.observe import ConfigCache, foreign_addresses, observe
-from reconciler.parse import MAX_FILE_BYTES, load_yaml
 from reconciler.plan import Plan, needs_foreign_addresses, plan
 from reconciler.plan.guard import Guard
 from reconciler.report import caddy, status
 from reconciler.report.files import GeneratedPaths, HandEdits, changes, hand_edited
+from reconciler.source import Source, read_source, routed_paths
 
 log = structlog.get_logger("reconciler.cycle")
 FOLLOW_POLL = 5.0  # seconds between checks while `once` waits for a job to end
-
-
-@dataclass(frozen=True)
-class Source:
-    """The checkout at one revision: request files and the generated files already there."""
-
-    revision: str | None
-    requests: list[RequestFile]
-    caddy: dict[str, bytes]
-    status: dict[str, bytes]
-    requests_revision: str | None = None  # the last commit that changed requests/
-    confirmed: str | None = None  # the revision the confirm file names
-    refused: tuple[Invalid, ...] = ()  # entries of requests/ refused unread: links, folders, names, duplicates
-    not_plain: frozenset[str] = frozenset()  # status and Caddy paths holding a link or other non-file: never written
-
-    @property
-    def previous(self) -> dict[str, Standing]:
-        """The statuses the last pass wrote, by request."""
-        out = {}
-        for text in self.status.values():
-            parsed = status.parse(text)
-            if parsed is not None:
-                out[parsed.name] = parsed
-        return out
 
 
 @dataclass(frozen=True)
@@ -127,27 +99,8 @@ class Reconciler:
         self.checkout.repo.close()
 
     def read_source(self) -> Source:
-        """Fetch, fast-forward and read the request files with the commit that last changed each.
-
-        Raises GitError (permanent) when the requests, status or Caddy folder is, or lies under, a symbolic
-        link: all three are listed before a byte is read, and nothing is read or written through a link.
-        """
-        revision = self.checkout.sync()
-        paths = self.config.paths
-        listed = {folder: self.checkout.list_dir(folder) for folder in (paths.requests, paths.status, paths.caddy)}
-        requests = read_request_folder(self.checkout, paths.requests, listed[paths.requests])
-        caddy_files, caddy_odd = read_generated(self.checkout, paths.caddy, listed[paths.caddy])
-        status_files, status_odd = read_generated(self.checkout, paths.status, listed[paths.status])
-        return Source(
-            revision,
-            requests.files,
-            caddy_files,
-            status_files,
-            requests.revision,
-            confirmed_revision(self.checkout.read_file(self.config.guard.confirm_file)),
-            requests.refused,
-            caddy_odd | status_odd,
-        )
+        """Fetch, fast-forward and read the checkout (see source.read_source)."""
+        return read_source(self.checkout, self.config)
 
     def decide(self, source: Source) -> Decision:
         """Validate, observe and plan; reads only."""
@@ -345,81 +298,3 @@ class Reconciler:
             reasons[path] = "is not a plain file (a symbolic link?), so the reconciler never writes it"
         for path in self.hand_edits.update(found):
             log.warning("generated file edited by hand", path=path, reason=reasons[path], fix="remove the file")
-
-
-def confirmed_revision(text: bytes | None) -> str | None:
-    """The revision the confirm file names (`confirm: <revision>`), or None."""
-    if text is None:
-        return None
-    try:
-        doc = load_yaml(text)
-    except ValueError:
-        return None
-    value = doc.get("confirm") if isinstance(doc, dict) else None
-    return str(value).strip() if value else None
-
-
-@dataclass(frozen=True)
-class RequestFolder:
-    """The requests folder as read: the files to validate, the entries refused unread, the folder's last commit."""
-
-    files: list[RequestFile]
-    refused: tuple[Invalid, ...]
-    revision: str | None
-
-
-def read_request_folder(
-    checkout: Checkout, folder: str, listed: Mapping[str, os.stat_result] | None = None
-) -> RequestFolder:
-    """The request files of a checkout, each with the commit that last changed it; the entries refused before
-    a byte of them is read (see desired.files); and the last commit that changed the folder (what a
-    mass-change confirmation names). listed: the folder's listing, when the caller has it already."""
-    entries = checkout.list_dir(folder) if listed is None else listed
-    listing = sort_out(folder, {name: Entry.of(st.st_mode, st.st_size) for name, st in entries.items()})
-    texts = checkout.read_entries(folder, [c.entry for c in listing.candidates], MAX_FILE_BYTES + 1)
-    refused = list(listing.refused)
-    read = []
-    for candidate in listing.candidates:
-        text = texts.get(candidate.entry)
-        if text is None:
-            refused.append(unopened(folder, candidate))
-        else:
-            read.append((f"{folder}/{candidate.entry}", candidate.name, text))
-    paths = {path for path, _, _ in read} | {f"{folder}/{e}" for r in refused for e in r.entries}
-    revisions = checkout.last_changes(folder, paths)
-    return RequestFolder(
-        [RequestFile(path, name, text, revisions.get(path)) for path, name, text in sorted(read)],
-        tuple(sorted((r.invalid(folder, revisions) for r in refused), key=lambda i: i.name)),
-        checkout.last_change(folder),
-    )
-
-
-def read_requests(checkout: Checkout, folder: str) -> tuple[list[RequestFile], str | None]:
-    """The request files of a checkout that may be parsed, and the folder's last commit (read_request_folder
-    also gives the entries refused unread)."""
-    found = read_request_folder(checkout, folder)
-    return found.files, found.revision
-
-
-def read_generated(
-    checkout: Checkout, folder: str, listed: Mapping[str, os.stat_result]
-) -> tuple[dict[str, bytes], frozenset[str]]:
-    """The plain files of a generated folder (at most MAX_FILE_BYTES + 1 bytes each: load_yaml refuses more),
-    and the paths there that are not plain files (never followed, never written)."""
-    names = [n for n in listed if n.endswith((".yaml", ".yml"))]
-    plain = [n for n in names if Entry.of(listed[n].st_mode, 0).kind == Kind.FILE]
-    texts = checkout.read_entries(folder, plain, MAX_FILE_BYTES + 1)
-    files = {f"{folder}/{n}": t for n, t in texts.items() if t is not None}
-    return files, frozenset(f"{folder}/{n}" for n in names) - set(files)
-
-
-def routed_paths(requests: Iterable[RequestFile], paths: GeneratedPaths) -> set[str]:
-    """The Caddy files of every request that asks to be exposed at a domain (valid or not otherwise)."""
-    out = set()
-    for file in requests:
-        parsed = parse_request(file)  # cached: validate parsed the same file this pass
-        service = parsed.service if isinstance(parsed, Request) else None
-        if service is not None and service.expose and service.domain:
-            with contextlib.suppress(ValueError):
-                out.add(paths.caddy(service.domain))
-    return out

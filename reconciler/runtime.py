@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from reconciler.apply.runner import Heartbeat, JobHook, Runner
 from reconciler.config import GIT_TOKEN_ENV, Config, GitConfig, read_secret, token_secret
-from reconciler.cycle import Decision, Reconciler, Source, read_request_folder
+from reconciler.cycle import Decision, Reconciler
 from reconciler.desired.profile import Profile, builtin_profiles_dir, load_profiles
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
@@ -28,6 +28,7 @@ from reconciler.lock import CheckoutLock
 from reconciler.model.desired import Invalid, RequestFile
 from reconciler.model.errors import ConfigError, GitError, StateError
 from reconciler.model.vocab import Transport
+from reconciler.source import Source, read_request_folder
 
 log = structlog.get_logger("reconciler.runtime")
 

@@ -12,12 +12,12 @@ import pytest
 from conftest import PROFILES, SITE, OperatorClone, request_yaml
 
 from reconciler.config import ConfigError, load_config
-from reconciler.cycle import confirmed_revision
 from reconciler.desired.validate import validate
 from reconciler.model.desired import RequestFile
 from reconciler.parse import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_yaml
 from reconciler.report import caddy, status
 from reconciler.runtime import Runtime
+from reconciler.source import confirmed_revision
 
 
 def laughs(levels: int = 9, prefix: str = "") -> bytes:
