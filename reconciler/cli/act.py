@@ -1,0 +1,37 @@
+"""`reconciler once` and `reconciler run`: the commands that act (start-up checks first)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from reconciler.cli.common import EXIT_FAILED, starting
+from reconciler.config import (
+    DEFAULT_CONFIG,
+)
+
+
+def cmd_once(args: argparse.Namespace, out: TextIO) -> int:
+    """Run one cycle; non-zero when any request is Failed or Invalid."""
+    config, environ = starting(args)  # before GitPython is imported: see _starting
+    from reconciler.runtime import open_runtime
+
+    runtime = open_runtime(config, environ)
+    try:
+        report = runtime.reconciler.once(follow=not args.no_follow)
+    finally:
+        runtime.close()
+    for name, st in sorted(report.statuses.items()):
+        out.write(f"{name}: {st.phase}: {st.message}" + (f" (job {st.job})" if st.job else "") + "\n")
+        for problem in st.problems:
+            out.write(f"  {problem}\n")
+    out.write(f"commit {report.commit}\n" if report.commit else "no changes to commit\n")
+    return EXIT_FAILED if report.failing else 0
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    """The long-running daemon."""
+    _, environ = starting(args)  # before GitPython is imported: see _starting
+    from reconciler.daemon.loop import Daemon
+
+    return Daemon(args.config or DEFAULT_CONFIG, environ).run()

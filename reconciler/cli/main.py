@@ -1,0 +1,106 @@
+"""The `reconciler` command line: the parser and main; each command lives in a module of its own."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from reconciler import __version__, logs
+from reconciler.cli.act import cmd_once, cmd_run
+from reconciler.cli.common import EXIT_ERROR, EXIT_PLAN_ERROR, Parser
+from reconciler.cli.jobs import cmd_jobs
+from reconciler.cli.misc import cmd_demo, cmd_schema
+from reconciler.cli.plan import cmd_plan
+from reconciler.cli.validate import cmd_validate
+from reconciler.config import (
+    DEFAULT_CONFIG,
+)
+from reconciler.lock import AlreadyRunning
+from reconciler.model.errors import ConfigError, GitError, ProxmoxError, StateError
+
+
+def parser() -> Parser:
+    top = Parser(prog="reconciler", description="GitOps reconciler for Proxmox VE homelabs")
+    top.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    top.add_argument("--log-format", choices=("json", "console"), help="default: console on a terminal")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def command(name: str, fn: object, help_text: str) -> Parser:
+        p: Parser = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command("validate", cmd_validate, "check request files offline (for CI and pre-commit)")
+    p.add_argument("paths", nargs="*", help="files or directories (default: requests)")
+    p.add_argument("--config", type=Path, help="check the site's approved values and profiles from this config")
+    p = command("plan", cmd_plan, "print what the next pass would do, changing nothing (beside a running daemon)")
+    p.usage_error = EXIT_PLAN_ERROR
+    p.epilog = "exit status: 0 nothing would change, 2 something would (an action or a file), 1 an error"
+    p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--ref", metavar="BRANCH", help="plan the request files of this branch of the remote")
+    source.add_argument(
+        "--requests",
+        type=Path,
+        metavar="DIR",
+        help="plan the request files in this directory (a pull request's working tree, e.g. requests/)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    for name, fn, text in (
+        ("once", cmd_once, "reconcile until nothing started is still running, pushing statuses as they are known"),
+        ("run", cmd_run, "run the daemon: reconcile at start, on a timer, a webhook or a watched change"),
+    ):
+        p = command(name, fn, text)
+        p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+        if name == "once":
+            p.add_argument(
+                "--no-follow",
+                action="store_true",
+                help="one pass only: start the jobs, push the statuses, wait for those jobs, plan nothing more",
+            )
+    p = command("jobs", cmd_jobs, "list jobs, or show one job with its log")
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument("--request", help="only this request's jobs")
+    p.add_argument("--limit", type=int, default=50)
+    p = command("schema", cmd_schema, "print the JSON Schema of request files")
+    p.add_argument("--profiles", type=Path, help="a profiles folder (default: the shipped profiles)")
+    p = command("demo", cmd_demo, "run one cycle against a throw-away Git repo and a fake Proxmox VE")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--verbose", action="store_true", help="show the reconciler's log as well")
+    return top
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    if extra:
+        top.usage_error = EXIT_PLAN_ERROR if args.command == "plan" else top.usage_error
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
+    out = out or sys.stdout
+    json_lines = None if args.log_format is None else args.log_format == "json"
+    # The daemon logs to stdout (journald keeps it); other commands print results there, so they log to stderr.
+    quiet = args.command == "demo" and not args.verbose  # the demo's story is its output
+    logs.setup(
+        json_lines=json_lines,
+        stream=sys.stdout if args.command == "run" else sys.stderr,
+        level="warning" if quiet else "info",
+    )
+    error = EXIT_PLAN_ERROR if args.command == "plan" else EXIT_ERROR
+    # Whatever the commands create (the job database, the checkout, the lock) is the owner's alone.
+    umask = os.umask(0o077)
+    try:
+        code: int = args.fn(args, out)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"reconciler: {exc.source}: {problem}\n")
+        return error
+    except (GitError, ProxmoxError, StateError, AlreadyRunning) as exc:
+        sys.stderr.write(f"reconciler: {exc}\n")
+        return error
+    finally:
+        os.umask(umask)
+    return code
