@@ -54,6 +54,16 @@ def starting(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
     return config, environ
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help shows its default, unless it says it already or there is none worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser, whose usage errors exit with usage_error: 2 as argparse's do, but 1 under `plan`,
     whose 2 means that something would change."""

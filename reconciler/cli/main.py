@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from typing import TextIO
 
 from reconciler import __version__, logs
 from reconciler.cli.act import cmd_once, cmd_run
-from reconciler.cli.common import EXIT_ERROR, EXIT_PLAN_ERROR, Parser
+from reconciler.cli.common import EXIT_ERROR, EXIT_PLAN_ERROR, HelpFormatter, Parser
 from reconciler.cli.jobs import cmd_jobs
 from reconciler.cli.misc import cmd_demo, cmd_schema
 from reconciler.cli.plan import cmd_plan
@@ -23,23 +24,48 @@ from reconciler.model.errors import ConfigError, GitError, ProxmoxError, StateEr
 
 
 def parser() -> Parser:
-    top = Parser(prog="reconciler", description="GitOps reconciler for Proxmox VE homelabs")
+    # Global options work before or after the command: the command's copy has no default of its own, so it
+    # sets the value only when given there (SUPPRESS), and the top level's default stands otherwise.
+    log_help = "how to log: console (readable) or json (one object a line); default: console on a terminal"
+    common = Parser(add_help=False)
+    common.add_argument("--log-format", choices=("json", "console"), default=argparse.SUPPRESS, help=log_help)
+    top = Parser(
+        prog="reconciler",
+        description="GitOps reconciler for Proxmox VE homelabs",
+        formatter_class=HelpFormatter,
+    )
     top.add_argument("--version", action="version", version=f"reconciler {__version__}")
-    top.add_argument("--log-format", choices=("json", "console"), help="default: console on a terminal")
+    top.add_argument("--log-format", choices=("json", "console"), default=None, help=log_help)
+    top.add_argument(
+        "--config", type=Path, default=None, help=f"the config file (a command's default: {DEFAULT_CONFIG})"
+    )
     sub = top.add_subparsers(dest="command", required=True)
 
     def command(name: str, fn: object, help_text: str) -> Parser:
-        p: Parser = sub.add_parser(name, help=help_text, description=help_text)
+        p: Parser = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[common],
+            formatter_class=HelpFormatter,
+        )
         p.set_defaults(fn=fn)
         return p
 
     p = command("validate", cmd_validate, "check request files offline (for CI and pre-commit)")
     p.add_argument("paths", nargs="*", help="files or directories (default: requests)")
-    p.add_argument("--config", type=Path, help="check the site's approved values and profiles from this config")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="check the site's approved values and profiles from this config (default: none, format checks only)",
+    )
     p = command("plan", cmd_plan, "print what the next pass would do, changing nothing (beside a running daemon)")
     p.usage_error = EXIT_PLAN_ERROR
     p.epilog = "exit status: 0 nothing would change, 2 something would (an action or a file), 1 an error"
-    p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help=f"the config file (default: {DEFAULT_CONFIG})"
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--ref", metavar="BRANCH", help="plan the request files of this branch of the remote")
     source.add_argument(
@@ -54,7 +80,9 @@ def parser() -> Parser:
         ("run", cmd_run, "run the daemon: reconcile at start, on a timer, a webhook or a watched change"),
     ):
         p = command(name, fn, text)
-        p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+        p.add_argument(
+            "--config", type=Path, default=argparse.SUPPRESS, help=f"the config file (default: {DEFAULT_CONFIG})"
+        )
         if name == "once":
             p.add_argument(
                 "--no-follow",
@@ -62,10 +90,12 @@ def parser() -> Parser:
                 help="one pass only: start the jobs, push the statuses, wait for those jobs, plan nothing more",
             )
     p = command("jobs", cmd_jobs, "list jobs, or show one job with its log")
-    p.add_argument("id", nargs="?", type=int)
-    p.add_argument("--config", type=Path, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument("id", nargs="?", type=int, help="show this job with its log (default: list jobs)")
+    p.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help=f"the config file (default: {DEFAULT_CONFIG})"
+    )
     p.add_argument("--request", help="only this request's jobs")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="how many jobs to list, newest first")
     p = command("schema", cmd_schema, "print the JSON Schema of request files")
     p.add_argument("--profiles", type=Path, help="a profiles folder (default: the shipped profiles)")
     p = command("demo", cmd_demo, "run one cycle against a throw-away Git repo and a fake Proxmox VE")
