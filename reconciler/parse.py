@@ -7,10 +7,13 @@ can edit, the confirm file) and the config goes through load_yaml, so every cap 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
+import annotated_types
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic_core import ErrorDetails, PydanticCustomError
 from yaml.events import (
     AliasEvent,
     MappingEndEvent,
@@ -108,20 +111,144 @@ def one_line(text: str) -> str:
     return _UNSAFE_IN_LINE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def counted(count: int, noun: str) -> str:
+    """count and noun for a message, the noun plural unless count is 1: "1 problem", "2 problems"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+# What each pattern of a model (requests, profiles, config) allows, for a person: pydantic would print the regex.
+# Keyed by the pattern's text; tests/test_parse.py checks that every pattern of those models is here.
+PATTERN_WORDS: dict[str, str] = {
+    # DNS_LABEL in reconciler/desired/request.py: names, hostnames, package sets
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$": (
+        "may use a-z, 0-9 and '-', 1-63 characters, not starting or ending with '-'"
+    ),
+    # DOMAIN in reconciler/desired/request.py
+    r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$": (
+        "must be a DNS name such as blog.example.com (a-z, 0-9, '-', dots)"
+    ),
+    r"^[a-z0-9_][a-z0-9_+.-]{0,63}$": (
+        "may use a-z, 0-9, '_', '+', '.' and '-', 1-64 characters, starting with a-z, 0-9 or '_'"
+    ),
+    r"^/[A-Za-z0-9._~/%-]*$": "must be a URL path such as /healthz: '/' first, then letters, digits and . _ ~ / % -",
+    r"^[a-z0-9-]+$": "may use a-z, 0-9 and '-'",
+    # reconciler/config.py
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*$": "may use letters, digits, '.', '_' and '-', starting with a letter or digit",
+    r"^[A-Za-z0-9][A-Za-z0-9._/-]*$": (
+        "must be a branch name: letters, digits, '.', '_', '/' and '-', starting with a letter or digit"
+    ),
+    r"^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*$": (
+        "must be a Proxmox API token ID, user@realm!token, such as reconciler@pve!gitops"
+    ),
+    r"^[a-z_][a-z0-9_-]*$": "must be a user name: a-z, 0-9, '_' and '-', starting with a-z or '_'",
+    r"^[A-Za-z0-9.:-]+$": "must be a host name or an IP address (letters, digits, '.', ':' and '-')",
+    r"^[A-Za-z0-9._-]+:vztmpl/[^/\s]+$": (
+        "must be a container template volume such as local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+    ),
+    r"^[A-Za-z0-9][A-Za-z0-9._/-]*\.ya?ml$": (
+        "must be a path inside the repository ending in .yaml or .yml (letters, digits, '.', '_', '/' and '-')"
+    ),
+    r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$": "must be host:port, such as 127.0.0.1:9105 or [::1]:9105",
+    r"^[A-Z_][A-Z0-9_]*$": "must be an environment variable name: A-Z, 0-9 and '_', not starting with a digit",
+}
+
+# Pydantic's error types in plain words: what is allowed ({...} from the error's context).
+_TYPE_WORDS: dict[str, str] = {
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping (key: value)",
+    "model_type": "must be a mapping (key: value)",
+    "model_attributes_type": "must be a mapping (key: value)",
+    "literal_error": "must be {expected}",
+    "enum": "must be {expected}",
+    "greater_than_equal": "must be {ge} or more",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be {le} or less",
+    "less_than": "must be less than {lt}",
+    "ip_v4_address": "must be an IPv4 address such as 192.168.50.1",
+    "ip_v4_interface": "must be an IPv4 address with its prefix length, such as 192.168.50.10/24",
+}
+
+
+class Between(annotated_types.GroupedMetadata):
+    """A whole number from low to high, both included: the JSON Schema keeps both bounds, and a value outside
+    them reads "must be between low and high" (pydantic names only the bound that failed)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def __iter__(self) -> Iterator[object]:
+        yield annotated_types.Ge(self.low)
+        yield annotated_types.Le(self.high)
+        yield WrapValidator(self._check)
+
+    def _check(self, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if any(item["type"] in ("greater_than_equal", "less_than_equal") for item in exc.errors()):
+                raise PydanticCustomError(
+                    "out_of_range", "must be between {low} and {high}", {"low": self.low, "high": self.high}
+                ) from None
+            raise
+
+
 def from_validation_error(error: ValidationError) -> list[Problem]:
     """Turn pydantic's errors into one Problem per field, in the operator's words."""
-    problems = []
-    for item in error.errors(include_url=False):
-        field = ".".join(_part(part) for part in item["loc"])
-        reason = item["msg"]
-        if item["type"] == "extra_forbidden":
-            reason = "unknown key"
-        elif item["type"] == "missing":
-            reason = "required"
-        elif reason.startswith("Value error, "):
-            reason = reason[len("Value error, ") :]
-        problems.append(Problem(field, reason))
-    return problems
+    return [
+        Problem(".".join(_part(part) for part in item["loc"]), _reason(item))
+        for item in error.errors(include_url=False)
+    ]
+
+
+def _reason(item: ErrorDetails) -> str:
+    """What is wrong with one value and what is allowed, in plain words; the value shown when it is short."""
+    kind, context = item["type"], item.get("ctx", {})
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required"
+    if kind in ("value_error", "assertion_error"):
+        return str(context.get("error", item["msg"]))
+    if kind == "out_of_range":
+        words = item["msg"]
+    elif kind == "string_pattern_mismatch":
+        words = PATTERN_WORDS.get(str(context.get("pattern")), "is not in a form allowed here")
+    elif kind == "string_too_long":
+        words = f"must be at most {counted(context['max_length'], 'character')}"
+    elif kind == "string_too_short":
+        words = f"must be at least {counted(context['min_length'], 'character')}"
+    elif kind == "too_long":
+        words = f"must have at most {counted(context['max_length'], 'item')}"
+    elif kind == "too_short":
+        words = f"must have at least {counted(context['min_length'], 'item')}"
+    elif kind in _TYPE_WORDS:
+        words = _TYPE_WORDS[kind].format(**context)
+    else:  # a type no model here meets yet: pydantic's words, less its "Input"
+        return item["msg"].replace("Input should be", "must be")
+    return f"{words}; got {_shown(item['input'])}"
+
+
+def _shown(value: object) -> str:
+    """The value a problem is about, as a person wrote it: short, quoted when text, its kind when a collection."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return quoted(value)
+    if isinstance(value, int | float):
+        return shorten(str(value))
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return "nothing" if value is None else shorten(type(value).__name__)
 
 
 def _part(part: int | str) -> str:

@@ -59,7 +59,7 @@ def test_validate_prints_one_line_per_problem_and_exits_1(tmp_path: Path) -> Non
     ]
     (tmp_path / "requests/bad.yaml").unlink()
     result = run("validate", "requests/ok.yaml", cwd=tmp_path)
-    assert (result.returncode, result.stdout) == (0, "1 request file(s) valid\n")
+    assert (result.returncode, result.stdout) == (0, "1 request file valid\n")
 
 
 def test_validate_with_a_config_checks_the_site_values(tmp_path: Path) -> None:
@@ -375,7 +375,7 @@ def test_plan_names_every_kind_of_change_one_line_each_sorted_by_request(
 
     assert result.returncode == 2, result.stdout + result.stderr
     header, actions, files, summary = result.stdout.split("\n\n")
-    assert header.startswith("Planning main at ") and header.endswith(": 10 request file(s).")
+    assert header.startswith("Planning main at ") and header.endswith(": 10 request files.")
     steps = [line for line in actions.splitlines() if line.startswith("      ")]  # as report.steps says them
     assert [line.split(":")[0] for line in steps] == [
         "      1. wait-network",
@@ -405,7 +405,7 @@ def test_plan_names_every_kind_of_change_one_line_each_sorted_by_request(
     ]
     assert summary == (
         "Plan: 1 to create, 1 to update, 1 to destroy, 1 to resize, 1 to migrate, 1 to start, 1 to stop, 1 to adopt;"
-        " 1 refused, 1 orphaned; 10 file(s) to change.\n"
+        " 1 refused, 1 orphaned; 10 files to change.\n"
     )
 
     document = json.loads(plan(config_path, env, "--json").stdout)
@@ -471,7 +471,7 @@ def test_plan_says_a_removed_route_takes_a_live_site_away_and_what_the_guard_hol
         " away\n"
         "  status/blog.yaml: status written\n"
     ) in result.stdout
-    assert result.stdout.endswith("Plan: 0 to create, 0 to update, 0 to destroy; 1 orphaned; 2 file(s) to change.\n")
+    assert result.stdout.endswith("Plan: 0 to create, 0 to update, 0 to destroy; 1 orphaned; 2 files to change.\n")
 
     operator.remove("requests/other.yaml")  # every owned container would be orphaned: the guard holds it back
     operator.push("remove other")
@@ -484,7 +484,7 @@ def test_plan_says_a_removed_route_takes_a_live_site_away_and_what_the_guard_hol
         held.stdout
     )
     assert "    held back: blog, other\n" in held.stdout
-    assert held.stdout.endswith("; 2 file(s) to change; some held by the mass-change guard.\n")
+    assert held.stdout.endswith("; 2 files to change; some held by the mass-change guard.\n")
     document = json.loads(plan(config_path, env, "--json").stdout)
     assert document["held"]["requests"] == ["blog", "other"]
     assert document["orphans"] == []
@@ -515,7 +515,7 @@ def test_plan_shows_the_setup_steps_once_setup_is_turned_on(
         "write-web-server-config",
     ]
     assert "caddy/services" not in result.stdout  # the route stays while setup runs
-    assert result.stdout.endswith("Plan: 0 to create, 0 to update, 0 to destroy, 1 to set up; 1 file(s) to change.\n")
+    assert result.stdout.endswith("Plan: 0 to create, 0 to update, 0 to destroy, 1 to set up; 1 file to change.\n")
 
 
 def test_plan_of_an_unmerged_branch_shows_its_work_against_the_configured_branchs_statuses(
@@ -536,7 +536,7 @@ def test_plan_of_an_unmerged_branch_shows_its_work_against_the_configured_branch
 
     assert on_branch.returncode == 2, on_branch.stdout + on_branch.stderr
     assert on_branch.stdout.startswith(
-        f"Planning the 2 request file(s) of branch feature at {branch_tip[:12]} against the status and Caddy files of"
+        f"Planning the 2 request files of branch feature at {branch_tip[:12]} against the status and Caddy files of"
         " main at "
     )
     assert "+ create feature: lxc 201 on pve2 (generic-service, 1 cores, 512 MB, 8 GB, dhcp)" in on_branch.stdout
@@ -565,7 +565,7 @@ def test_plan_of_a_directory_of_request_files_keeps_the_revision_of_the_unchange
     same = plan(config_path, env, "--requests", str(tree))
 
     assert same.returncode == 0, same.stdout + same.stderr
-    assert same.stdout.startswith(f"Planning the 1 request file(s) of {tree} against the status and Caddy files of")
+    assert same.stdout.startswith(f"Planning the 1 request file of {tree} against the status and Caddy files of")
     assert same.stdout.endswith("Plan: nothing to change.\n")
 
     (tree / "new.yaml").write_text(request_yaml("new"))
@@ -737,7 +737,7 @@ def test_the_plan_text_of_a_setup_of_routes_and_of_failures() -> None:
         "      5. write-web-server-config",
     ]
     assert [line for line in lines if line not in steps] == [
-        "Planning main at 0123456789ab: 3 request file(s).",
+        "Planning main at 0123456789ab: 3 request files.",
         "",
         "x invalid bad: requests/bad.yaml",
         "    node: no such",
@@ -751,7 +751,7 @@ def test_the_plan_text_of_a_setup_of_routes_and_of_failures() -> None:
         " away",
         "  status/web.yaml: status written",
         "",
-        "Plan: 0 to create, 0 to update, 0 to destroy, 1 to set up; 1 failing, 1 invalid; 4 file(s) to change.",
+        "Plan: 0 to create, 0 to update, 0 to destroy, 1 to set up; 1 failing, 1 invalid; 4 files to change.",
     ]
     document = json.loads(render_json(view))
     assert document["files"][:3] == [

@@ -40,7 +40,8 @@ def test_each_mistake_is_named_with_its_field(tmp_path: Path) -> None:
         load_config(write(tmp_path, text))
     assert sorted(caught.value.problems) == [
         "paths.requests: must be a relative path inside the repository, without '..'",
-        "proxmox.token_id: String should match pattern '^[^@!\\s]+@[^@!\\s]+![A-Za-z][A-Za-z0-9._-]*$'",
+        "proxmox.token_id: must be a Proxmox API token ID, user@realm!token, such as reconciler@pve!gitops;"
+        " got 'reconciler'",
         "site.vmid_range: low 300 is above high 200",
     ]
 

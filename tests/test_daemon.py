@@ -328,3 +328,19 @@ PARTS: list[tuple[Exception, str]] = [
 @pytest.mark.parametrize(("error", "part"), PARTS, ids=[p for _, p in PARTS])
 def test_readyz_names_the_failing_part_in_fixed_words_never_the_errors_own_text(error: Exception, part: str) -> None:
     assert failing_part(error) == part
+
+
+def test_a_missing_webhook_secret_is_a_warning_at_start_naming_the_variable(daemon: DaemonProcess) -> None:
+    set_secret = daemon.env
+    daemon.env = {k: v for k, v in set_secret.items() if k != "RECONCILER_WEBHOOK_SECRET"}
+    daemon.configure().start()  # ready: start-up, where the warning belongs, is over
+    warnings = [line for line in daemon.log().splitlines() if "webhook off: secret not set" in line]
+    assert len(warnings) == 1 and '"variable": "RECONCILER_WEBHOOK_SECRET"' in warnings[0], daemon.log()[-2000:]
+    assert '"level": "warning"' in warnings[0]
+    assert daemon.push_hook()[0] == 503  # and the webhook stays off, as the warning says
+    assert daemon.stop() == 0
+
+    daemon.env = set_secret
+    daemon.log_path.write_text("")
+    daemon.start()
+    assert "webhook off" not in daemon.log()

@@ -249,7 +249,7 @@ def test_a_deleted_token_is_refused_with_what_to_check(cluster: FakeCluster) -> 
     assert (caught.value.status, caught.value.temporary) == (401, False)
     assert caught.value.reason == (
         "the API token was refused (expired, revoked or a wrong secret): "
-        "check PROXMOX_TOKEN_SECRET and the token in Proxmox"
+        "check PROXMOX_TOKEN_SECRET, proxmox.token_id in the config, and the token in Proxmox"
     )
 
 

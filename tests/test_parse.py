@@ -6,15 +6,32 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Any
 
 import pytest
+import yaml
 from conftest import PROFILES, SITE, OperatorClone, request_yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from reconciler.config import ConfigError, load_config
+from reconciler.config import Config, ConfigError, load_config
+from reconciler.desired.profile import Profile
+from reconciler.desired.request import DNS_LABEL, Request
 from reconciler.desired.validate import validate
 from reconciler.model.desired import RequestFile
-from reconciler.parse import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_yaml
+from reconciler.parse import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    MAX_NODES,
+    PATTERN_WORDS,
+    Between,
+    counted,
+    from_validation_error,
+    load_yaml,
+)
 from reconciler.report import caddy, status
 from reconciler.runtime import Runtime
 from reconciler.source import confirmed_revision
@@ -245,3 +262,91 @@ def test_hostile_request_files_are_invalid_with_a_reason_and_the_others_are_prov
 def test_a_merge_key_is_refused_so_no_value_hides_behind_another(text: str) -> None:
     with pytest.raises(ValueError, match=r"line \d+: a merge key \(<<\) is not allowed"):
         load_yaml(text)
+
+
+# pydantic's errors in plain words: what is wrong and what is allowed, never a regex or "Input should be".
+
+
+def _patterns(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from [value] if key == "pattern" else _patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _patterns(value)
+
+
+def test_every_pattern_of_a_request_a_profile_or_the_config_has_plain_words() -> None:
+    found = {p for model in (Request, Profile, Config) for p in _patterns(model.model_json_schema())}
+    assert found == set(PATTERN_WORDS), "say in PATTERN_WORDS what a new pattern allows"
+
+
+class _Sample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: int = 0
+    flag: StrictBool = False
+    vlan: Annotated[int, Between(1, 4094)] | None = None
+    short: Annotated[str, Field(max_length=1)] = ""
+    code: Annotated[str, Field(max_length=3)] = ""
+    items: Annotated[list[int], Field(max_length=2)] = []
+    name: Annotated[str, Field(pattern=DNS_LABEL)] = "a"
+    odd: Annotated[str, Field(pattern=r"^x+$")] = "x"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"count": "many"}, "count: must be a whole number; got 'many'"),
+        ({"count": 1.5}, "count: must be a whole number; got 1.5"),
+        ({"flag": "yes"}, "flag: must be true or false; got 'yes'"),
+        ({"flag": {"a": 1}}, "flag: must be true or false; got a mapping"),
+        ({"vlan": 0}, "vlan: must be between 1 and 4094; got 0"),
+        ({"vlan": 5000}, "vlan: must be between 1 and 4094; got 5000"),
+        ({"vlan": "ten"}, "vlan: must be a whole number; got 'ten'"),
+        ({"short": "ab"}, "short: must be at most 1 character; got 'ab'"),
+        ({"code": "abcd"}, "code: must be at most 3 characters; got 'abcd'"),
+        ({"items": [1, 2, 3]}, "items: must have at most 2 items; got a list"),
+        (
+            {"name": "-x"},
+            "name: may use a-z, 0-9 and '-', 1-63 characters, not starting or ending with '-'; got '-x'",
+        ),
+        ({"odd": "y"}, "odd: is not in a form allowed here; got 'y'"),
+        ({"colour": 1}, "colour: unknown key"),
+    ],
+)
+def test_each_kind_of_mistake_says_what_is_allowed_and_what_was_given(value: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _Sample.model_validate(value)
+    assert [str(p) for p in from_validation_error(caught.value)] == [expected]
+
+
+def test_a_range_keeps_both_bounds_in_the_json_schema() -> None:
+    vlan = _Sample.model_json_schema()["properties"]["vlan"]["anyOf"][0]
+    assert (vlan["minimum"], vlan["maximum"]) == (1, 4094)
+
+
+def test_counts_are_said_with_the_right_plural() -> None:
+    assert [counted(n, "problem") for n in (0, 1, 2)] == ["0 problems", "1 problem", "2 problems"]
+
+
+_ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    field=st.sampled_from(sorted(Request.model_fields)),
+    value=_ANY_VALUE,
+    inner=st.sampled_from(["", "cores", "swap", "mode", "vlan", "address", "domain", "port", "health", "expose"]),
+)
+def test_no_request_mistake_reads_like_the_library(field: str, value: object, inner: str) -> None:
+    if inner and field in ("resources", "network", "service"):
+        base = yaml.safe_load(request_yaml("w")).get(field) or {}
+        value = {**base, inner: value}
+    file = RequestFile("requests/w.yaml", "w", request_yaml("w", **{field: value}).encode())
+    _, invalid = validate([file], PROFILES, SITE)
+    for problem in (str(p) for i in invalid for p in i.problems):
+        assert not any(words in problem for words in ("should", "Input", "pattern", "^[")), problem

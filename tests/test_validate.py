@@ -54,9 +54,12 @@ def test_the_readme_request_is_valid() -> None:
     ("changes", "expected"),
     [
         ({"colour": "blue"}, "colour: unknown key"),
-        ({"apiVersion": "v2"}, "apiVersion: Input should be 'reconciler/v1'"),
+        ({"apiVersion": "v2"}, "apiVersion: must be 'reconciler/v1'; got 'v2'"),
         ({"name": "other"}, "name: 'other' must equal the file name (w)"),
-        ({"hostname": "Bad_Host"}, "hostname: String should match pattern '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'"),
+        (
+            {"hostname": "Bad_Host"},
+            "hostname: may use a-z, 0-9 and '-', 1-63 characters, not starting or ending with '-'; got 'Bad_Host'",
+        ),
         (
             {"profile": "kitchen-sink"},
             "profile: 'kitchen-sink' is not an approved profile (generic-service, monitoring-node, static-website, "
@@ -75,7 +78,11 @@ def test_the_readme_request_is_valid() -> None:
             "network.vlan: 30 is not an approved VLAN tag (10, 20)",
         ),
         ({"network": {"mode": "static", "bridge": "vmbr0"}}, "network: address is required when mode is static"),
-        ({"network": static("192.168.50.300/24")}, "network.address: Input is not a valid IPv4 interface"),
+        (
+            {"network": static("192.168.50.300/24")},
+            "network.address: must be an IPv4 address with its prefix length, such as 192.168.50.10/24;"
+            " got '192.168.50.300/24'",
+        ),
         ({"network": static("10.0.0.5/24")}, "network.address: 10.0.0.5/24 is not inside vmbr0's 192.168.50.0/24"),
         (
             {"network": static("192.168.50.5/16")},
@@ -95,7 +102,10 @@ def test_the_readme_request_is_valid() -> None:
             "network: address and gateway are for mode static; DHCP assigns them",
         ),
         ({"service": {"expose": True}}, "service: expose: true needs a domain"),
-        ({"service": {"domain": "not a domain"}}, "service.domain: String should match pattern"),
+        (
+            {"service": {"domain": "not a domain"}},
+            "service.domain: must be a DNS name such as blog.example.com (a-z, 0-9, '-', dots); got 'not a domain'",
+        ),
         (
             {"service": {"domain": "x.example.com", "visibility": "public"}},
             "service.visibility: profile generic-service does not allow public exposure",
@@ -106,9 +116,12 @@ def test_the_readme_request_is_valid() -> None:
         ),
         (
             {"service": {"domain": "x.example.com", "port": 70000}},
-            "service.port: Input should be less than or equal to 65535",
+            "service.port: must be between 1 and 65535; got 70000",
         ),
-        ({"service": {"domain": "x.example.com", "health": "healthz"}}, "service.health: String should match pattern"),
+        (
+            {"service": {"domain": "x.example.com", "health": "healthz"}},
+            "service.health: must be a URL path such as /healthz: '/' first",
+        ),
         ({"kind": "vm"}, "kind: vm is not supported yet; only lxc containers can be requested"),
         (
             {"profile": "static-website", "package_sets": ["docker"]},
@@ -125,7 +138,7 @@ def test_the_readme_request_is_valid() -> None:
             "package_sets: node-exporter is monitoring: drop it or set monitoring: true",
         ),
         ({"web_server": "apache"}, "web_server: profile generic-service has no web server"),
-        ({"web_server": "caddy"}, "web_server: Input should be 'nginx' or 'apache'"),
+        ({"web_server": "caddy"}, "web_server: must be 'nginx' or 'apache'; got 'caddy'"),
     ],
 )
 def test_each_rule_names_the_field_and_the_reason(changes: dict[str, Any], expected: str) -> None:
@@ -189,7 +202,7 @@ def test_names_yaml_1_1_reads_as_booleans_are_names(name: str) -> None:
 
 
 def test_booleans_are_still_true_and_false() -> None:
-    assert problems(start="yes") == ["start: Input should be a valid boolean"]
+    assert problems(start="yes") == ["start: must be true or false; got 'yes'"]
 
 
 # Fields: what a request can put in a name, a domain or a text is checked for real, echoed short and safe.

@@ -15,6 +15,8 @@ from reconciler.cli.common import EXIT_ERROR, EXIT_PLAN_ERROR, HelpFormatter, Pa
 from reconciler.cli.jobs import cmd_jobs
 from reconciler.cli.misc import cmd_demo, cmd_schema
 from reconciler.cli.plan import cmd_plan
+from reconciler.cli.status import add_arguments as add_status_arguments
+from reconciler.cli.status import cmd_status
 from reconciler.cli.validate import cmd_validate
 from reconciler.config import (
     DEFAULT_CONFIG,
@@ -96,6 +98,11 @@ def parser() -> Parser:
     )
     p.add_argument("--request", help="only this request's jobs")
     p.add_argument("--limit", type=int, default=50, help="how many jobs to list, newest first")
+    for name, text in (
+        ("status", "where every request stands, from the status files at the remote's head (no daemon needed)"),
+        ("get", "the same as status"),
+    ):
+        add_status_arguments(command(name, cmd_status, text))
     p = command("schema", cmd_schema, "print the JSON Schema of request files")
     p.add_argument("--profiles", type=Path, help="a profiles folder (default: the shipped profiles)")
     p = command("demo", cmd_demo, "run one cycle against a throw-away Git repo and a fake Proxmox VE")

@@ -18,7 +18,7 @@ from reconciler.desired.validate import validate
 from reconciler.gateways.folder import read_yaml_files
 from reconciler.model.desired import RequestFile
 from reconciler.model.vocab import Phase
-from reconciler.parse import MAX_FILE_BYTES
+from reconciler.parse import MAX_FILE_BYTES, counted
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.report import caddy, status
 
@@ -66,5 +66,5 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     if not files and not unread:
         out.write("no request files found\n")
     elif not invalid:
-        out.write(f"{len(files)} request file(s) valid\n")
+        out.write(f"{counted(len(files), 'request file')} valid\n")
     return EXIT_FAILED if invalid else 0

@@ -158,7 +158,10 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; 0 on a clean stop."""
-        self._secret()  # registers it with the log scrubber before anything can log it
+        # Read now: registers it with the log scrubber before anything can log it, and an operator learns at start,
+        # not from Gitea's first failed delivery, that the webhook is off.
+        if self._secret() is None:
+            log.warning("webhook off: secret not set", variable=self.config.http.webhook_secret_env)
         runtime = self.runtime = open_runtime(
             self.config,
             self.environ,

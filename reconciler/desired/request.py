@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from reconciler.desired.profile import Profile
-from reconciler.parse import quoted
+from reconciler.parse import Between, quoted
 
 API_VERSION = "reconciler/v1"
 # RFC 1123 label: what Proxmox accepts as a hostname and what makes a safe file stem and tag.
@@ -86,7 +86,7 @@ class Resources(Strict):
     cores: int = Field(description="CPU cores")
     memory: int = Field(description="RAM in MB")
     disk: int = Field(description="root disk in GB; it can grow in place, never shrink")
-    swap: int = Field(default=512, ge=0, le=1048576, description="swap in MB")
+    swap: Annotated[int, Between(0, 1048576)] = Field(default=512, description="swap in MB")
 
 
 class Network(Strict):
@@ -94,7 +94,7 @@ class Network(Strict):
     address: IPv4Interface | None = Field(default=None, description="CIDR, static mode only")
     gateway: IPv4Address | None = Field(default=None, description="defaults to the bridge's gateway")
     bridge: str
-    vlan: int | None = Field(default=None, ge=1, le=4094)
+    vlan: Annotated[int, Between(1, 4094)] | None = None
 
     @model_validator(mode="after")
     def _address_matches_mode(self) -> Network:
@@ -109,7 +109,7 @@ class Service(Strict):
     domain: Domain | None = None
     expose: StrictBool = Field(default=False, description="write the Caddy service YAML")
     visibility: Literal["public", "internal"] = "internal"
-    port: int | None = Field(default=None, ge=1, le=65535, description="defaults from the profile")
+    port: Annotated[int, Between(1, 65535)] | None = Field(default=None, description="defaults from the profile")
     health: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/%-]*$", max_length=200)] | None = None
 
     @model_validator(mode="after")
@@ -152,8 +152,8 @@ class Request(Strict):
         default="correct", description="what to do with a field changed by hand in Proxmox: put it back, or report it"
     )
     protected: StrictBool = Field(default=False, description="Proxmox's protection flag: blocks destruction")
-    vmid: int | None = Field(
-        default=None, ge=100, le=999999999, description="the guest's VMID; chosen from the approved range when omitted"
+    vmid: Annotated[int, Between(100, 999999999)] | None = Field(
+        default=None, description="the guest's VMID; chosen from the approved range when omitted"
     )
     adopt: StrictBool = Field(
         default=False, description="take the existing guest `vmid` under management; differences are only reported"

@@ -18,7 +18,7 @@ from reconciler.model.desired import ContainerSpec, Desired, Invalid, Lifecycle,
 from reconciler.model.owner import MONITORING_TAG, NAME_PREFIX, OWNER_TAG, description_for
 from reconciler.model.problem import Problem
 from reconciler.model.vocab import DriftMode, GuestState, NetworkMode
-from reconciler.parse import from_validation_error, load_yaml, quoted
+from reconciler.parse import counted, from_validation_error, load_yaml, quoted
 
 # Problems one file may report: a file of 10,000 unknown keys must not make a status file and log of as many.
 MAX_PROBLEMS = 20
@@ -237,4 +237,4 @@ def capped(problems: list[Problem]) -> tuple[Problem, ...]:
     if len(problems) <= MAX_PROBLEMS:
         return tuple(problems)
     more = len(problems) - MAX_PROBLEMS
-    return (*problems[:MAX_PROBLEMS], Problem("", f"... and {more} more problems"))
+    return (*problems[:MAX_PROBLEMS], Problem("", f"... and {counted(more, 'more problem')}"))

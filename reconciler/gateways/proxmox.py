@@ -115,8 +115,8 @@ def _error(step: str, reason: str, status: int | None, node: str | None, needs: 
     if status == 401:
         # A token never logs in, so a 401 is the token itself: waiting will not bring it back.
         reason = (
-            f"the API token was refused (expired, revoked or a wrong secret): check {TOKEN_SECRET_ENV} "
-            "and the token in Proxmox"
+            f"the API token was refused (expired, revoked or a wrong secret): check {TOKEN_SECRET_ENV}, "
+            "proxmox.token_id in the config, and the token in Proxmox"
         )
         return ProxmoxError(step, reason, status, temporary=False)
     if status == 595:

@@ -16,6 +16,7 @@ from reconciler.model.observed import Observed
 from reconciler.model.owner import owner_of
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import JobType, Phase
+from reconciler.parse import counted
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.plan.container import container_rule, drift_of, examine, orphan, unclaimed_creates
 from reconciler.plan.guard import Guard, Held, apply_guard
@@ -64,7 +65,7 @@ def needs_foreign_addresses(valid: Iterable[Desired], observed: Observed, now: f
 
 def invalid_standing(item: Invalid, observed: Observed) -> Standing:
     guests = observed.owned.get(item.name, [])
-    message = f"{len(item.problems)} problem(s) in {item.path}; nothing was changed"
+    message = f"{counted(len(item.problems), 'problem')} in {item.path}; nothing was changed"
     if guests:
         message += f"; container {guests[0].vmid} is left as it is"
     return Standing(

@@ -31,7 +31,7 @@ from reconciler.model.action import (
 )
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import Phase, Transport
-from reconciler.parse import load_yaml
+from reconciler.parse import counted, load_yaml
 from reconciler.report import caddy
 from reconciler.report.steps import setup_lines
 
@@ -122,14 +122,14 @@ def render_text(view: PlanView) -> str:
 
 
 def summary(view: PlanView) -> str:
-    """`Plan: 1 to create, 2 to update, 0 to destroy, 1 to start; 1 refused; 3 file(s) to change.`"""
+    """`Plan: 1 to create, 2 to update, 0 to destroy, 1 to start; 1 refused; 3 files to change.`"""
     found = counts(view)
     notes = ", ".join(f"{found[n]} {n}" for n in NOTES if found[n])
     held = "; some held by the mass-change guard" if view.held is not None else ""
     if not changes(view):
         return f"Plan: nothing to change{f' ({notes})' if notes else ''}{held}."
     named = [f"{found[k]} to {VERBS.get(k, k)}" for k in KINDS if k in KINDS[:3] or found[k]]
-    parts = [", ".join(named), *([notes] if notes else []), f"{len(view.files)} file(s) to change"]
+    parts = [", ".join(named), *([notes] if notes else []), f"{counted(len(view.files), 'file')} to change"]
     return "Plan: " + "; ".join(parts) + held + "."
 
 
@@ -141,12 +141,12 @@ def _header(view: PlanView) -> str:
     base = f"{view.branch} at {_short(view.revision)}"
     history = "" if view.history else "; without the job history"
     if view.requests_from is None:
-        return f"Planning {base}: {view.request_count} request file(s){history}."
+        return f"Planning {base}: {counted(view.request_count, 'request file')}{history}."
     source = view.requests_from
     if view.requests_revision is not None:
         source += f" at {_short(view.requests_revision)}"
     return (
-        f"Planning the {view.request_count} request file(s) of {source} against the status and Caddy files of"
+        f"Planning the {counted(view.request_count, 'request file')} of {source} against the status and Caddy files of"
         f" {base}{history}."
     )
 

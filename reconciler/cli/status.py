@@ -1,0 +1,242 @@
+"""`reconciler status` (alias `get`): where every request stands, read from the status files (no daemon needed).
+
+With a config the files come from the remote's head, fetched into a throw-away clone (the daemon's own checkout
+is never touched); with --repo from a working tree's status folder as it is. Only files the reconciler wrote
+count (report.status.parse); a link is never followed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from reconciler.cli.common import EXIT_ERROR, EXIT_FAILED, config_of
+from reconciler.config import DEFAULT_CONFIG, GIT_TOKEN_ENV, TOKEN_SECRET_ENV, TSIG_SECRET_ENV, Config
+from reconciler.model.errors import ConfigError, GitError
+from reconciler.model.standing import Standing
+from reconciler.model.vocab import Phase
+from reconciler.parse import MAX_FILE_BYTES, dump_yaml
+
+COLUMNS = ("NAME", "PHASE", "HEALTH", "VMID", "NODE", "ADDRESS", "DOMAIN", "AGE", "DRIFT", "JOB", "MESSAGE")
+
+
+@dataclass(frozen=True)
+class Found:
+    """The status files read: repository path -> text, the revision they were read at, and when each last
+    changed (seconds since the epoch; only known when read from Git)."""
+
+    files: Mapping[str, bytes]
+    revision: str | None
+    changed: Mapping[str, int]
+    where: str
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `status` and of its alias `get`."""
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these requests (default: every request)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"read the status files at the head of this config's git.remote and branch (default: {DEFAULT_CONFIG})",
+    )
+    p.add_argument(
+        "--repo",
+        type=Path,
+        metavar="PATH",
+        help="read the status folder of this working tree as it is, instead of the remote (default: the remote)",
+    )
+    p.add_argument(
+        "--phase",
+        type=phase_arg,
+        action="append",
+        default=[],
+        help=f"only requests in this phase; repeatable ({', '.join(p.value for p in Phase)}; default: every phase)",
+    )
+    p.add_argument(
+        "-o", "--output", choices=("table", "json", "yaml"), default="table", help="table for people, or a document"
+    )
+    p.epilog = "exit status: 0, 1 when a listed request is Failed or Invalid, 2 an error"
+
+
+def phase_arg(text: str) -> Phase:
+    """A --phase value, in any case ("ready", "Ready")."""
+    for phase in Phase:
+        if phase.value.lower() == text.lower():
+            return phase
+    raise argparse.ArgumentTypeError(f"{text!r} is not a phase ({', '.join(p.value for p in Phase)})")
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    """Print one line (or one JSON/YAML entry) per request; 1 when any listed request is Failed or Invalid."""
+    from reconciler.report.status import parse
+
+    found = _read_tree(args.repo, args) if args.repo is not None else _read_remote(config_of(args))
+    standings: dict[str, tuple[Standing, int | None]] = {}
+    ignored = []
+    for path, text in sorted(found.files.items()):
+        standing = parse(text)
+        if standing is None:
+            ignored.append(path)
+        else:
+            standings[standing.name] = (standing, found.changed.get(path))
+    if ignored:
+        sys.stderr.write(f"reconciler: ignored {_count(len(ignored), 'file')} not written by the reconciler: ")
+        sys.stderr.write(", ".join(ignored) + "\n")
+    missing = [name for name in args.names if name not in standings]
+    listed = [
+        (standing, changed)
+        for name, (standing, changed) in sorted(standings.items())
+        if (not args.names or name in args.names) and (not args.phase or standing.phase in args.phase)
+    ]
+    if args.output == "table":
+        out.write(_table(listed, found, time.time()))
+    else:
+        doc = {"revision": found.revision, "requests": [_entry(s, c) for s, c in listed]}
+        out.write(json.dumps(doc, indent=2) + "\n" if args.output == "json" else dump_yaml(doc))
+    if missing:
+        sys.stderr.write(f"reconciler: no status for {', '.join(missing)} in {found.where}\n")
+        return EXIT_ERROR
+    return EXIT_FAILED if any(s.phase.failing for s, _ in listed) else 0
+
+
+def _read_remote(config: Config) -> Found:
+    """The status files at the head of the configured remote branch, from a clone in a temporary folder."""
+    # GitPython starts git with the whole environment (`git version` as it is imported, `git cat-file` to read
+    # a commit's date), not git.py's: no secret may be there. The Git token is handed to the clone alone.
+    environ = dict(os.environ)
+    for name in (TOKEN_SECRET_ENV, TSIG_SECRET_ENV, GIT_TOKEN_ENV, config.http.webhook_secret_env):
+        os.environ.pop(name, None)
+    from reconciler.gateways.git import Checkout
+
+    folder = config.paths.status
+    with tempfile.TemporaryDirectory(prefix="reconciler-status-") as scratch:
+        checkout = Checkout(config.git.model_copy(update={"checkout": Path(scratch) / "clone"}), environ)
+        try:
+            revision = checkout.sync() if checkout.remote_tip() is not None else None
+            if revision is None:
+                raise GitError("ls-remote", f"the remote has no branch {config.git.branch}")
+            files = checkout.read_dir(folder, suffixes=(".yaml",))
+            commits = checkout.last_changes(folder, set(files))
+            dates = {sha: int(checkout.repo.commit(sha).committed_date) for sha in set(commits.values())}
+        finally:
+            with contextlib.suppress(GitError):
+                checkout.repo.close()
+    changed = {path: dates[sha] for path, sha in commits.items()}
+    return Found(files, revision, changed, f"{folder}/ at {config.git.branch} {revision[:12]}")
+
+
+def _read_tree(repo: Path, args: argparse.Namespace) -> Found:
+    """The status files in a working tree as they are (no history: when each changed is not known)."""
+    from reconciler.gateways.folder import read_yaml_files
+
+    folder = config_of(args).paths.status if args.config is not None else "status"
+    if not repo.is_dir():
+        raise ConfigError("--repo", [f"{repo} is not a folder"])
+    directory = repo / folder
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISLNK(os.lstat(directory).st_mode):
+            raise ConfigError("--repo", [f"{directory} is a symbolic link; status files are read from real folders"])
+    files = read_yaml_files(directory, MAX_FILE_BYTES + 1)
+    return Found({f"{folder}/{Path(path).name}": text for path, text in files.items()}, None, {}, f"{directory}")
+
+
+def _domain(standing: Standing) -> str | None:
+    """The domain of the request's Caddy file (named after its domain), or None when it is not exposed."""
+    if standing.service is None:
+        return None
+    return standing.service.rsplit("/", 1)[-1].removesuffix(".yaml")
+
+
+def _timestamp(seconds: int | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _entry(standing: Standing, changed: int | None) -> dict[str, object]:
+    """A request's entry of the JSON/YAML document (its shape is documented in the README: keep it stable)."""
+    return {
+        "name": standing.name,
+        "request": standing.request,
+        "phase": str(standing.phase),
+        "healthy": standing.healthy,
+        "vmid": standing.vmid,
+        "node": standing.node,
+        "address": standing.address,
+        "domain": _domain(standing),
+        "changed": _timestamp(changed),
+        "drift": [{"field": d.field, "desired": d.desired, "observed": d.observed} for d in standing.drift],
+        "job": standing.job,
+        "message": standing.message,
+        "problems": list(standing.problems),
+    }
+
+
+def age(seconds: float) -> str:
+    """A duration as people read it: 45s, 12m, 3h, 5d."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _health(healthy: bool | None) -> str:
+    return "-" if healthy is None else "healthy" if healthy else "unhealthy"
+
+
+def _drift(standing: Standing) -> str:
+    if not standing.drift:
+        return "-"
+    text = f"{len(standing.drift)}: " + ",".join(d.field for d in standing.drift)
+    return text + " (flapping)" if standing.flapping else text
+
+
+def _row(standing: Standing, changed: int | None, now: float) -> tuple[str, ...]:
+    def dash(value: object) -> str:
+        return "-" if value is None else str(value)
+
+    return (
+        standing.name,
+        str(standing.phase),
+        _health(standing.healthy),
+        dash(standing.vmid),
+        dash(standing.node),
+        dash(standing.address),
+        dash(_domain(standing)),
+        "-" if changed is None else age(now - changed),
+        _drift(standing),
+        dash(standing.job),
+        standing.message,
+    )
+
+
+def _table(listed: list[tuple[Standing, int | None]], found: Found, now: float) -> str:
+    """A header row, one aligned row per request, and a summary line."""
+    if not listed:
+        return f"no requests found in {found.where}\n"
+    rows = [COLUMNS, *(_row(s, c, now) for s, c in listed)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    lines = [
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip() for row in rows
+    ]
+    phases: dict[str, int] = {}
+    for standing, _ in listed:
+        phases[str(standing.phase)] = phases.get(str(standing.phase), 0) + 1
+    counts = ", ".join(f"{n} {phase}" for phase, n in sorted(phases.items()))
+    lines.append(f"{_count(len(listed), 'request')} in {found.where}: {counts}")
+    return "\n".join(lines) + "\n"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
