@@ -43,6 +43,12 @@ def starting(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
     path = args.config or DEFAULT_CONFIG
     config = load_config(path)
     refuse_open_files(path, config)
+    return config, take_secrets(config)
+
+
+def take_secrets(config: Config) -> dict[str, str]:
+    """The process's environment with each secret read once (stripped, checked, registered with the log
+    scrubber), the secrets then removed from os.environ: call it before GitPython is imported."""
     environ = dict(os.environ)
     for name in (TOKEN_SECRET_ENV, GIT_TOKEN_ENV, TSIG_SECRET_ENV, config.http.webhook_secret_env):
         secret = read_secret(name, environ)
@@ -51,7 +57,7 @@ def starting(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
             environ.pop(name, None)
         else:
             environ[name] = secret.reveal()
-    return config, environ
+    return environ
 
 
 class HelpFormatter(argparse.HelpFormatter):

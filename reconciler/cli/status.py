@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from reconciler.cli.common import EXIT_ERROR, EXIT_FAILED, config_of
-from reconciler.config import DEFAULT_CONFIG, GIT_TOKEN_ENV, TOKEN_SECRET_ENV, TSIG_SECRET_ENV, Config
+from reconciler.cli.common import EXIT_ERROR, EXIT_FAILED, config_of, take_secrets
+from reconciler.config import DEFAULT_CONFIG, Config
 from reconciler.model.errors import ConfigError, GitError
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import Phase
@@ -115,9 +115,7 @@ def _read_remote(config: Config) -> Found:
     """The status files at the head of the configured remote branch, from a clone in a temporary folder."""
     # GitPython starts git with the whole environment (`git version` as it is imported, `git cat-file` to read
     # a commit's date), not git.py's: no secret may be there. The Git token is handed to the clone alone.
-    environ = dict(os.environ)
-    for name in (TOKEN_SECRET_ENV, TSIG_SECRET_ENV, GIT_TOKEN_ENV, config.http.webhook_secret_env):
-        os.environ.pop(name, None)
+    environ = take_secrets(config)
     from reconciler.gateways.git import Checkout
 
     folder = config.paths.status
