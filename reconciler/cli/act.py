@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TextIO
 
 from reconciler.cli.common import EXIT_FAILED, starting
 from reconciler.config import (
     DEFAULT_CONFIG,
 )
+
+
+def once_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `once`."""
+    run_arguments(p)
+    p.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="one pass only: start the jobs, push the statuses, wait for those jobs, plan nothing more",
+    )
+
+
+def run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `run`."""
+    p.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help=f"the config file (default: {DEFAULT_CONFIG})"
+    )
 
 
 def cmd_once(args: argparse.Namespace, out: TextIO) -> int:

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TextIO
 
 from reconciler.cli.common import EXIT_FAILED, config_of
+from reconciler.config import DEFAULT_CONFIG
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `jobs`."""
+    p.add_argument("id", nargs="?", type=int, help="show this job with its log (default: list jobs)")
+    p.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help=f"the config file (default: {DEFAULT_CONFIG})"
+    )
+    p.add_argument("--request", help="only this request's jobs")
+    p.add_argument("--limit", type=int, default=50, help="how many jobs to list, newest first")
 
 
 def cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:

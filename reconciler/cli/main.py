@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler import __version__, logs
-from reconciler.cli.act import cmd_once, cmd_run
+from reconciler.cli.act import cmd_once, cmd_run, once_arguments, run_arguments
 from reconciler.cli.common import EXIT_ERROR, EXIT_PLAN_ERROR, HelpFormatter, Parser
+from reconciler.cli.jobs import add_arguments as jobs_arguments
 from reconciler.cli.jobs import cmd_jobs
-from reconciler.cli.misc import cmd_demo, cmd_schema
+from reconciler.cli.misc import cmd_demo, cmd_schema, demo_arguments, schema_arguments
+from reconciler.cli.plan import add_arguments as plan_arguments
 from reconciler.cli.plan import cmd_plan
-from reconciler.cli.status import add_arguments as add_status_arguments
+from reconciler.cli.status import add_arguments as status_arguments
 from reconciler.cli.status import cmd_status
+from reconciler.cli.validate import add_arguments as validate_arguments
 from reconciler.cli.validate import cmd_validate
 from reconciler.config import (
     DEFAULT_CONFIG,
@@ -54,60 +57,39 @@ def parser() -> Parser:
         p.set_defaults(fn=fn)
         return p
 
-    p = command("validate", cmd_validate, "check request files offline (for CI and pre-commit)")
-    p.add_argument("paths", nargs="*", help="files or directories (default: requests)")
-    p.add_argument(
-        "--config",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help="check the site's approved values and profiles from this config (default: none, format checks only)",
-    )
-    p = command("plan", cmd_plan, "print what the next pass would do, changing nothing (beside a running daemon)")
-    p.usage_error = EXIT_PLAN_ERROR
-    p.epilog = "exit status: 0 nothing would change, 2 something would (an action or a file), 1 an error"
-    p.add_argument(
-        "--config", type=Path, default=argparse.SUPPRESS, help=f"the config file (default: {DEFAULT_CONFIG})"
-    )
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--ref", metavar="BRANCH", help="plan the request files of this branch of the remote")
-    source.add_argument(
-        "--requests",
-        type=Path,
-        metavar="DIR",
-        help="plan the request files in this directory (a pull request's working tree, e.g. requests/)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    for name, fn, text in (
-        ("once", cmd_once, "reconcile until nothing started is still running, pushing statuses as they are known"),
-        ("run", cmd_run, "run the daemon: reconcile at start, on a timer, a webhook or a watched change"),
+    # Each command's module declares its options beside the function that reads them.
+    for name, fn, add_arguments, text in (
+        ("validate", cmd_validate, validate_arguments, "check request files offline (for CI and pre-commit)"),
+        (
+            "plan",
+            cmd_plan,
+            plan_arguments,
+            "print what the next pass would do, changing nothing (beside a running daemon)",
+        ),
+        (
+            "once",
+            cmd_once,
+            once_arguments,
+            "reconcile until nothing started is still running, pushing statuses as they are known",
+        ),
+        (
+            "run",
+            cmd_run,
+            run_arguments,
+            "run the daemon: reconcile at start, on a timer, a webhook or a watched change",
+        ),
+        ("jobs", cmd_jobs, jobs_arguments, "list jobs, or show one job with its log"),
+        (
+            "status",
+            cmd_status,
+            status_arguments,
+            "where every request stands, from the status files at the remote's head (no daemon needed)",
+        ),
+        ("get", cmd_status, status_arguments, "the same as status"),
+        ("schema", cmd_schema, schema_arguments, "print the JSON Schema of request files"),
+        ("demo", cmd_demo, demo_arguments, "run one cycle against a throw-away Git repo and a fake Proxmox VE"),
     ):
-        p = command(name, fn, text)
-        p.add_argument(
-            "--config", type=Path, default=argparse.SUPPRESS, help=f"the config file (default: {DEFAULT_CONFIG})"
-        )
-        if name == "once":
-            p.add_argument(
-                "--no-follow",
-                action="store_true",
-                help="one pass only: start the jobs, push the statuses, wait for those jobs, plan nothing more",
-            )
-    p = command("jobs", cmd_jobs, "list jobs, or show one job with its log")
-    p.add_argument("id", nargs="?", type=int, help="show this job with its log (default: list jobs)")
-    p.add_argument(
-        "--config", type=Path, default=argparse.SUPPRESS, help=f"the config file (default: {DEFAULT_CONFIG})"
-    )
-    p.add_argument("--request", help="only this request's jobs")
-    p.add_argument("--limit", type=int, default=50, help="how many jobs to list, newest first")
-    for name, text in (
-        ("status", "where every request stands, from the status files at the remote's head (no daemon needed)"),
-        ("get", "the same as status"),
-    ):
-        add_status_arguments(command(name, cmd_status, text))
-    p = command("schema", cmd_schema, "print the JSON Schema of request files")
-    p.add_argument("--profiles", type=Path, help="a profiles folder (default: the shipped profiles)")
-    p = command("demo", cmd_demo, "run one cycle against a throw-away Git repo and a fake Proxmox VE")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    p.add_argument("--verbose", action="store_true", help="show the reconciler's log as well")
+        add_arguments(command(name, fn, text))
     return top
 
 

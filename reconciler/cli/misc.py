@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TextIO
 
 from reconciler.desired.profile import builtin_profiles_dir, load_profiles
 from reconciler.desired.request import json_schema
+
+
+def schema_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `schema`."""
+    p.add_argument("--profiles", type=Path, help="a profiles folder (default: the shipped profiles)")
+
+
+def demo_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `demo`."""
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--verbose", action="store_true", help="show the reconciler's log as well")
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:

@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TextIO
 
-from reconciler.cli.common import EXIT_PLAN_CHANGES, config_of
+from reconciler.cli.common import EXIT_PLAN_CHANGES, EXIT_PLAN_ERROR, Parser, config_of
 from reconciler.cli.requests import plan_requests
+from reconciler.config import DEFAULT_CONFIG
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `plan`."""
+    assert isinstance(p, Parser)
+    p.usage_error = EXIT_PLAN_ERROR
+    p.epilog = "exit status: 0 nothing would change, 2 something would (an action or a file), 1 an error"
+    p.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help=f"the config file (default: {DEFAULT_CONFIG})"
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--ref", metavar="BRANCH", help="plan the request files of this branch of the remote")
+    source.add_argument(
+        "--requests",
+        type=Path,
+        metavar="DIR",
+        help="plan the request files in this directory (a pull request's working tree, e.g. requests/)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
 
 
 def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:

@@ -23,6 +23,17 @@ from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.report import caddy, status
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `validate`."""
+    p.add_argument("paths", nargs="*", help="files or directories (default: requests)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="check the site's approved values and profiles from this config (default: none, format checks only)",
+    )
+
+
 def offline_claims(files: Sequence[RequestFile], paths: PathsConfig) -> Claims:
     """What the repository's own generated files say exists: who is provisioned (status files with a VMID)
     and which domains the Caddy files hold. Found beside the requests folder, as the config lays them out."""
