@@ -95,8 +95,10 @@ class PathsConfig(Strict):
     requests: str = "requests"
     status: str = "status"
     caddy: str = "caddy/services"
+    # The site's approved values as the daemon enforces them (no secrets, no hosts), written for `validate`.
+    site: str = "site.yaml"
 
-    @field_validator("requests", "status", "caddy")
+    @field_validator("requests", "status", "caddy", "site")
     @classmethod
     def _inside_repo(cls, value: str) -> str:
         path = PurePosixPath(value)
@@ -106,7 +108,7 @@ class PathsConfig(Strict):
 
     @model_validator(mode="after")
     def _distinct(self) -> PathsConfig:
-        dirs = [PurePosixPath(p) for p in (self.requests, self.status, self.caddy)]
+        dirs = [PurePosixPath(p) for p in (self.requests, self.status, self.caddy, self.site)]
         for i, a in enumerate(dirs):
             for b in dirs[i + 1 :]:
                 if a == b or a in b.parents or b in a.parents:
@@ -248,10 +250,12 @@ class GuardConfig(Strict):
 
 
 class HttpConfig(Strict):
-    """The daemon's one HTTP listener: /webhook, /metrics, /healthz, /readyz."""
+    """The daemon's one HTTP listener: /webhook, /reconcile, /metrics, /healthz, /readyz."""
 
     listen: str = Field(default="127.0.0.1:9105", pattern=r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$")
     webhook_secret_env: str = Field(default="RECONCILER_WEBHOOK_SECRET", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    # The bearer token `reconciler reconcile` shows to POST /reconcile; unset, that endpoint is off.
+    api_token_env: str = Field(default="RECONCILER_API_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$")
     max_body: int = Field(default=1024 * 1024, ge=1024, description="bytes; a larger webhook body gets 413")
     # Each connection is a thread: a bound keeps idle clients from using up the threads (and the processes
     # git needs to fork) the daemon has under a task limit.
