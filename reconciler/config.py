@@ -262,6 +262,14 @@ class HttpConfig(Strict):
     max_connections: int = Field(default=32, ge=2, le=1024, description="connections served at once")
     read_timeout: float = Field(default=10.0, gt=0, le=300, description="s a client has to send its whole request")
 
+    @model_validator(mode="after")
+    def _two_secrets(self) -> HttpConfig:
+        if self.api_token_env == self.webhook_secret_env:
+            raise ValueError(
+                "api_token_env and webhook_secret_env must differ: a forge must not hold the operator's token"
+            )
+        return self
+
     @property
     def host(self) -> str:
         return self.listen.rsplit(":", 1)[0].strip("[]")

@@ -179,6 +179,7 @@ def static(address: str, **extra: Any) -> dict[str, Any]:
 
 
 WEBHOOK_SECRET = "webhook-secret-for-tests-5f1c"
+API_TOKEN = "api-token-7d41c0ffee"  # the daemon fixture's http.api_token_env value
 
 
 def free_port() -> int:
@@ -279,7 +280,8 @@ class DaemonProcess:
 
 @pytest.fixture
 def daemon(config_path: Path, env: dict[str, str], tmp_path: Path) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(config_path, {**env, "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET}, tmp_path / "daemon.log")
+    given = {"RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET, "RECONCILER_API_TOKEN": API_TOKEN}
+    process = DaemonProcess(config_path, {**env, **given}, tmp_path / "daemon.log")
     yield process
     if process.proc is not None and process.proc.poll() is None:
         process.proc.kill()

@@ -385,7 +385,7 @@ def test_a_flood_of_unauthenticated_garbled_and_idle_requests_starts_no_cycle_an
 
     assert counts.get(401, 0) >= 900 and counts.get(431, 0) >= 450, counts
     assert daemon.metric("reconciler_cycles_total", result="success") == cycles
-    assert daemon.metric("reconciler_triggers_total", reason="webhook") is None
+    assert daemon.metric("reconciler_triggers_total", reason="webhook") == 0
     assert (daemon.metric("reconciler_webhook_requests_total", result="unauthorized") or 0) >= 900
     assert cluster.containers() == []
     assert after - before < 30 * 1024, f"RSS {before} KiB before the flood, {after} KiB after"

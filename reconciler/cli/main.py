@@ -17,6 +17,8 @@ from reconciler.cli.jobs import cmd_jobs
 from reconciler.cli.misc import cmd_demo, cmd_schema, demo_arguments, schema_arguments
 from reconciler.cli.plan import add_arguments as plan_arguments
 from reconciler.cli.plan import cmd_plan
+from reconciler.cli.reconcile import add_arguments as reconcile_arguments
+from reconciler.cli.reconcile import cmd_reconcile
 from reconciler.cli.status import add_arguments as status_arguments
 from reconciler.cli.status import cmd_status
 from reconciler.cli.validate import add_arguments as validate_arguments
@@ -77,6 +79,12 @@ def parser() -> Parser:
             cmd_run,
             run_arguments,
             "run the daemon: reconcile at start, on a timer, a webhook or a watched change",
+        ),
+        (
+            "reconcile",
+            cmd_reconcile,
+            reconcile_arguments,
+            "ask the running daemon for a pass now, wait for it and print what changed",
         ),
         ("jobs", cmd_jobs, jobs_arguments, "list jobs, or show one job with its log"),
         (

@@ -22,6 +22,7 @@ import structlog
 from reconciler.config import Config, load_config, read_secret
 from reconciler.cycle import CycleReport
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.passes import Outcome, Passes, ask
 from reconciler.daemon.server import Endpoints, serve
 from reconciler.daemon.systemd import Notifier
 from reconciler.daemon.triggers import Triggers
@@ -97,6 +98,7 @@ class Daemon:
         self.reload = threading.Event()
         self.notifier = Notifier(self.environ)
         self.health = Health()
+        self.passes = Passes(clock)
         self.config: Config = load_config(config_path)
         self._watch_stop = threading.Event()
         self._provisioning = False
@@ -133,6 +135,14 @@ class Daemon:
             return None
         return value.reveal().encode() if value is not None else None
 
+    def _token(self) -> bytes | None:
+        """The API token `reconciler reconcile` shows, read as every secret is; None when unset."""
+        try:
+            value = read_secret(self.config.http.api_token_env, self.environ)
+        except ConfigError:
+            return None
+        return value.reveal().encode() if value is not None else None
+
     def stop(self, *_: object) -> None:
         """SIGTERM and SIGINT: set the flag here; the rest runs in a thread, because a signal handler runs on
         the main thread between any two bytecodes, maybe while that thread holds the locks the rest needs."""
@@ -145,6 +155,7 @@ class Daemon:
         grace = self.config.daemon.stop_grace
         log.info("stopping: running tasks may finish", grace_seconds=grace)
         self.notifier.stopping()
+        self.passes.stop()
         self._git_deadline = time.monotonic() + grace
         if self.runtime is not None:
             # A fetch or push to a remote that does not answer, now or in the last pass, ends within the grace.
@@ -162,6 +173,8 @@ class Daemon:
         # not from Gitea's first failed delivery, that the webhook is off.
         if self._secret() is None:
             log.warning("webhook off: secret not set", variable=self.config.http.webhook_secret_env)
+        if self._token() is None:
+            log.info("reconcile endpoint off: token not set", variable=self.config.http.api_token_env)
         runtime = self.runtime = open_runtime(
             self.config,
             self.environ,
@@ -183,6 +196,8 @@ class Daemon:
             self.readiness,
             max_connections=http.max_connections,
             read_timeout=http.read_timeout,
+            token=self._token,
+            reconcile=lambda names, wait: ask(self.passes, self.triggers.fire, names, wait),
         )
         try:
             server = serve(http.host, http.port, endpoints)
@@ -288,6 +303,18 @@ class Daemon:
         return {"stop"}
 
     def _pass(self, runtime: Runtime, reasons: set[str]) -> CycleReport | None:
+        """One pass, numbered for `reconciler reconcile`, which may be waiting for it."""
+        number = self.passes.begin()
+        report = self._one_pass(runtime, reasons)
+        if report is None:
+            self.passes.end(Outcome(number, failed=self.health.failing or "failed"))
+        else:
+            self.passes.end(
+                Outcome(number, report.revision, report.commit, dict(report.started), dict(report.statuses))
+            )
+        return report
+
+    def _one_pass(self, runtime: Runtime, reasons: set[str]) -> CycleReport | None:
         began = self.clock()
         self.notifier.watchdog()
         if self._git_deadline is not None:  # a reload may have swapped in a Reconciler after the stop

@@ -103,6 +103,14 @@ class Metrics:
         )
         self.git_failures = Counter("reconciler_git_failures", "Git operations that failed.", ["operation"], registry=r)
         self.webhooks = Counter("reconciler_webhook_requests", "Webhook deliveries by result.", ["result"], registry=r)
+        self.asks = Counter(
+            "reconciler_reconcile_requests",
+            "Passes asked for by `reconciler reconcile`, by result.",
+            ["result"],
+            registry=r,
+        )
+        for result in ("answered", "unauthorized", "disabled", "bad_request"):
+            self.asks.labels(result)
         self.last_success = Gauge(
             "reconciler_last_success_timestamp_seconds", "Unix time the last successful cycle finished.", registry=r
         )
@@ -115,6 +123,8 @@ class Metrics:
         for operation in ("fetch", "push"):
             self.git_failures.labels(operation)
         self.triggers = Counter("reconciler_triggers", "Reasons a pass was asked for.", ["reason"], registry=r)
+        for reason in ("start", "interval", "webhook", "watch", "job", "reload", "reconcile", "stop"):
+            self.triggers.labels(reason)
         self.own_pushes_seen = Counter(
             "reconciler_own_pushes_seen", "Pushes of the reconciler's own the watcher saw and ignored.", registry=r
         )

@@ -1,4 +1,4 @@
-"""The daemon's HTTP endpoints on one listener: POST /webhook, GET /metrics, /healthz, /readyz.
+"""The daemon's HTTP endpoints on one listener: POST /webhook, POST /reconcile, GET /metrics, /healthz, /readyz.
 
 Whoever can reach the listener is untrusted until a webhook's signature says otherwise, so every connection is
 bounded: at most `max_connections` at once, each a thread; the whole request (line, headers, body) must arrive
@@ -10,7 +10,9 @@ cannot keep the webhook, the scrape or /healthz out. One request per connection 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import io
+import json
 import re
 import socket
 import socketserver
@@ -48,6 +50,8 @@ ERRORS = {  # our own words for the standard library's refusals, which would quo
     505: "HTTP version not supported",
 }
 RESULTS = {400: "bad_request", 401: "unauthorized", 411: "bad_request", 413: "too_large", 503: "disabled"}
+ASK_MAX_BODY = 16 * 1024  # a list of request names
+ASK_MAX_WAIT = 3600.0  # s an asker may wait for its named requests to settle
 
 
 @dataclass
@@ -63,6 +67,10 @@ class Endpoints:
     readiness: Callable[[], tuple[bool, str]]
     max_connections: int = 32
     read_timeout: float = 10.0
+    # POST /reconcile: the bearer token (None: the endpoint is off), and the pass it asks for (names, seconds to
+    # wait) -> HTTP status and the answer's document.
+    token: Callable[[], bytes | None] = lambda: None
+    reconcile: Callable[[list[str], float], tuple[int, dict[str, object]]] | None = None
 
 
 def public_reason(reason: str) -> str:
@@ -220,6 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, "not found\n")
 
     def _post(self, path: str) -> None:
+        if path == "/reconcile":
+            self._ask()
+            return
         ep = self.server.endpoints
         if path != "/webhook":
             self._answer(404, "not found\n")
@@ -252,6 +263,47 @@ class _Handler(BaseHTTPRequestHandler):
         if verdict.reconcile:
             ep.on_push("webhook")
 
+    def _ask(self) -> None:
+        """POST /reconcile: a pass now, for whoever shows the API token; its answer as JSON."""
+        ep = self.server.endpoints
+        length = _content_length(self.headers)
+        token = ep.token()
+        if token is None or ep.reconcile is None:
+            self._asked("disabled", 503, {"error": "reconcile endpoint off: the API token is not set for the daemon"})
+            self._drain(length if isinstance(length, int) else 0)
+            return
+        shown = self.headers.get("Authorization", "")
+        # Compared in constant time, as bytes: a wrong token says nothing of the right one.
+        if not hmac.compare_digest(shown.encode("utf-8", "replace"), b"Bearer " + token):
+            self.server.quiet.note("http reconcile refused: wrong or missing token")
+            self._asked("unauthorized", 401, {"error": "wrong or missing API token"})
+            self._drain(length if isinstance(length, int) else 0)
+            return
+        if isinstance(length, tuple):
+            self._asked("bad_request", length[0], {"error": length[1]})
+            return
+        if length > ASK_MAX_BODY:
+            self._asked("bad_request", 413, {"error": f"body over {ASK_MAX_BODY} bytes"})
+            self._drain(length)
+            return
+        self.reader.budget += length
+        body = self.rfile.read(length)
+        if len(body) < length:
+            return
+        self.server.done_reading(self.connection)
+        asked = _asked_for(body)
+        if isinstance(asked, str):
+            self._asked("bad_request", 400, {"error": asked})
+            return
+        names, wait = asked
+        log.info("reconcile asked", names=names, wait=wait, peer=self.client_address[0])
+        status, doc = ep.reconcile(names, wait)
+        self._asked("answered", status, doc)
+
+    def _asked(self, result: str, status: int, doc: dict[str, object]) -> None:
+        self.server.endpoints.metrics.asks.labels(result).inc()
+        self._answer(status, json.dumps(doc, indent=2) + "\n", "application/json")
+
     def _drain(self, length: int) -> None:
         """Read and drop a refused body, up to DRAIN_LIMIT and within the request's deadline."""
         left = min(length, DRAIN_LIMIT)
@@ -264,6 +316,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.endpoints.metrics.webhooks.labels(result).inc()
         log.info("webhook", result=result, status=status, detail=message, peer=self.client_address[0])
         self._answer(status, message + "\n")
+
+
+def _asked_for(body: bytes) -> tuple[list[str], float] | str:
+    """The names and the wait of a /reconcile body ({"names": [...], "wait": seconds}, both optional), or why not."""
+    try:
+        doc = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return "the body is not JSON"
+    if not isinstance(doc, dict) or set(doc) - {"names", "wait"}:
+        return 'the body is an object with "names" (a list of request names) and "wait" (seconds)'
+    names = doc.get("names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and 0 < len(n) <= 255 for n in names):
+        return '"names" is a list of request names'
+    wait = doc.get("wait", 300)
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= ASK_MAX_WAIT:
+        return f'"wait" is a number of seconds from 0 to {ASK_MAX_WAIT:g}'
+    return list(dict.fromkeys(names))[:1000], float(wait)
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):

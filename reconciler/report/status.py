@@ -121,6 +121,32 @@ _FIELD_TYPES: dict[str, Callable[[object], bool]] = {
 }
 
 
+def domain(standing: Standing) -> str | None:
+    """The domain of the request's Caddy file (named after its domain), or None when it is not exposed."""
+    if standing.service is None:
+        return None
+    return standing.service.rsplit("/", 1)[-1].removesuffix(".yaml")
+
+
+def document(standing: Standing) -> dict[str, object]:
+    """A request's entry in the JSON/YAML output of `status` and `reconcile` (documented in the README: keep it
+    stable; every key is always there, null when not known)."""
+    return {
+        "name": standing.name,
+        "request": standing.request,
+        "phase": str(standing.phase),
+        "healthy": standing.healthy,
+        "vmid": standing.vmid,
+        "node": standing.node,
+        "address": standing.address,
+        "domain": domain(standing),
+        "drift": [{"field": d.field, "desired": d.desired, "observed": d.observed} for d in standing.drift],
+        "job": standing.job,
+        "message": standing.message,
+        "problems": list(standing.problems),
+    }
+
+
 def is_generated(text: bytes) -> bool:
     return text.startswith(MARK)
 
