@@ -7,9 +7,10 @@ result; `once` keeps passing until nothing it started is still running.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -18,25 +19,30 @@ from reconciler.apply.context import Tools
 from reconciler.apply.intents import resolve_intents
 from reconciler.apply.runner import Runner
 from reconciler.config import Config
+from reconciler.desired.claims import invalid_claims
 from reconciler.desired.profile import Profile
 from reconciler.desired.validate import validate
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
-from reconciler.model.desired import Desired
+from reconciler.model.desired import Desired, Invalid
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Observed
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import GuestState, JobType, Phase
 from reconciler.observe import ConfigCache, foreign_addresses, observe
-from reconciler.plan import Plan, needs_foreign_addresses, plan
+from reconciler.parse import MAX_FILE_BYTES
+from reconciler.plan import Plan, claims_of, invalid_standing, needs_foreign_addresses, plan
+from reconciler.plan.conflicts import resolve_clashes
 from reconciler.plan.guard import Guard
-from reconciler.report import caddy, status
+from reconciler.report import caddy, site, status
 from reconciler.report.files import GeneratedPaths, HandEdits, changes, hand_edited
 from reconciler.source import Source, read_source, routed_paths
 
 log = structlog.get_logger("reconciler.cycle")
+HAND_EDITED = "has lost the reconciler's header, so it is no longer updated"
+NOT_PLAIN = "is not a plain file (a symbolic link?), so the reconciler never writes it"
 FOLLOW_POLL = 5.0  # seconds between checks while `once` waits for a job to end
 
 
@@ -69,6 +75,16 @@ class CycleReport:
         return sorted(n for n, s in self.statuses.items() if s.phase.failing)
 
 
+def _refuse(decision: Plan, refused: Sequence[Invalid], observed: Observed) -> Plan:
+    """The plan with these valid requests refused (Invalid, no action). plan() decided them valid, so their VMIDs
+    stayed taken; they lost a clash to a file with errors whose container exists, which plan() does not see."""
+    if not refused:
+        return decision
+    names = {i.name for i in refused}
+    standings = {**decision.standings, **{i.name: invalid_standing(i, observed) for i in refused}}
+    return replace(decision, actions=[a for a in decision.actions if a.name not in names], standings=standings)
+
+
 class Reconciler:
     """Runs passes for one config; the gateways and the job runner are given, so tests drive real ones."""
 
@@ -93,6 +109,7 @@ class Reconciler:
         self.tools = Tools(pve, config.proxmox, pct, self.vmids)
         self.paths = GeneratedPaths(config.paths)
         self.configs = ConfigCache(refresh=config.proxmox.config_refresh)
+        self.site_text = site.render(config.site, profiles)  # the site file: fixed for this config and profiles
         self.hand_edits = HandEdits()  # generated files found edited by hand (reconciler_generated_files_hand_edited)
 
     def close(self) -> None:
@@ -104,9 +121,7 @@ class Reconciler:
 
     def decide(self, source: Source) -> Decision:
         """Validate, observe and plan; reads only."""
-        valid, invalid = validate(source.requests, self.profiles, self.config.site)
-        # Entries refused before parsing (links, folders, bad or doubled names) stand beside the invalid files.
-        invalid = sorted([*invalid, *source.refused], key=lambda i: i.name)
+        valid, checked = validate(source.requests, self.profiles, self.config.site)
         in_flight, attempts, settling = self.runner.snapshot()  # before Proxmox is asked: see observe
         adopting = [d.life.vmid for d in valid if d.life.adopt and d.life.vmid is not None]
         observed = observe(self.pve, self.store, in_flight, attempts, settling, self.configs, adopting)
@@ -114,12 +129,21 @@ class Reconciler:
         if needs_foreign_addresses(valid, observed, now):
             # Addresses on guests the reconciler does not own cost a call each: only when about to use one.
             observed = replace(observed, foreign_ips=foreign_addresses(self.pve, observed))
+        service_domains = caddy.domains(source.caddy)
+        # Every problem of a file at once: one with errors still takes part in the clash rule with what its
+        # fields say, so its clash is in its status beside the rest (as `validate` says it).
+        _, clashed = resolve_clashes(
+            valid, claims_of(observed, service_domains, self.vmids), invalid_claims(source.requests, checked)
+        )
+        by_name = {i.name: i for i in clashed}
+        # Entries refused before parsing (links, folders, bad or doubled names) stand beside the invalid files.
+        invalid = sorted([*(by_name.get(i.name, i) for i in checked), *source.refused], key=lambda i: i.name)
         decision = plan(
             valid,
             invalid,
             observed,
             self.vmids,
-            service_domains=caddy.domains(source.caddy),
+            service_domains=service_domains,
             request_names=[f.name for f in source.requests] + [i.name for i in source.refused],
             now=now,
             setup_on=self.tools.pct is not None,
@@ -132,6 +156,7 @@ class Reconciler:
             previous=source.previous,
             task_timeout=self.config.proxmox.task_timeout,
         )
+        decision = _refuse(decision, [i for i in clashed if i.name not in {c.name for c in checked}], observed)
         # Requests refused for a clash join the invalid ones: only the rest own their domain and route.
         refused = {n for n, s in decision.standings.items() if s.phase == Phase.INVALID}
         return Decision([d for d in valid if d.name not in refused], observed, decision)
@@ -251,6 +276,20 @@ class Reconciler:
         log.warning("request invalid", request=new.name, job_id=job_id, problems=new.problems)
         return replace(new, job=job_id)
 
+    def _site_file(self) -> tuple[dict[str, str | None], dict[str, tuple[bytes, str]]]:
+        """The site file (config.site and the profiles, for `validate`) when its content differs; and, when it
+        is there without the reconciler's header or is no plain file, that finding (left as it is)."""
+        path = self.paths.site
+        existing = self.checkout.read_file(path, max(MAX_FILE_BYTES, len(self.site_text.encode())) + 1)
+        if existing is None and (self.checkout.link_in_path(path) or os.path.lexists(self.checkout.path / path)):
+            # A link (in its path or itself), a folder or a pipe: never written through.
+            return {}, {path: (b"not a plain file", NOT_PLAIN)}
+        found = hand_edited({path: existing} if existing is not None else {}, [path], site.is_generated)
+        current = {path: existing} if existing is not None else {}
+        return changes(current, {path: self.site_text}, site.is_generated), {
+            p: (text, HAND_EDITED) for p, text in found.items()
+        }
+
     def generated_files(
         self, source: Source, decision: Decision, statuses: Mapping[str, Standing]
     ) -> dict[str, str | None]:
@@ -284,17 +323,29 @@ class Reconciler:
             return claimed.get(path) == who or (who in invalid and who in stems) or who in held
 
         out.update(changes(source.caddy, wanted_caddy, caddy.is_generated, keep))
-        self._report_hand_edits(source, wanted_status, out)
+        site_changes, site_found = self._site_file()
+        out.update(site_changes)
+        self._report_hand_edits(source, wanted_status, out, site_found)
         return out
 
-    def _report_hand_edits(self, source: Source, wanted_status: Mapping[str, str], out: dict[str, str | None]) -> None:
-        """Leave generated files edited by hand (or replaced by a link) as they are, and say so once per change."""
+    def _report_hand_edits(
+        self,
+        source: Source,
+        wanted_status: Mapping[str, str],
+        out: dict[str, str | None],
+        more: Mapping[str, tuple[bytes, str]],
+    ) -> None:
+        """Leave generated files edited by hand (or replaced by a link) as they are, and say so once per change.
+
+        more: other generated files found so (path -> (content, reason)): the site file."""
         found = hand_edited(source.status, wanted_status, status.is_generated)
         found |= hand_edited(source.caddy, routed_paths(source.requests, self.paths), caddy.is_generated)
-        reasons = dict.fromkeys(found, "has lost the reconciler's header, so it is no longer updated")
+        reasons = dict.fromkeys(found, HAND_EDITED)
         for path in sorted(source.not_plain & (set(out) | set(wanted_status))):
             out.pop(path, None)  # never written through: a link could point at a request or outside the checkout
             found[path] = b"not a plain file"
-            reasons[path] = "is not a plain file (a symbolic link?), so the reconciler never writes it"
+            reasons[path] = NOT_PLAIN
+        for path, (text, reason) in more.items():
+            found[path], reasons[path] = text, reason
         for path in self.hand_edits.update(found):
             log.warning("generated file edited by hand", path=path, reason=reasons[path], fix="remove the file")

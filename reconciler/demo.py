@@ -1,4 +1,7 @@
-"""`reconciler demo`: one real cycle against a throw-away Git remote and an in-process fake Proxmox VE."""
+"""The demo's sandbox: a throw-away bare Git remote, an in-process fake Proxmox VE and a config joining them.
+
+The story `reconciler demo` tells around it lives in reconciler/cli/demo.py, which calls the other commands.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,18 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
-from reconciler.config import TOKEN_SECRET_ENV, GitConfig, load_config
-from reconciler.gateways.git import Checkout, seed_bare_repo
+from reconciler.config import TOKEN_SECRET_ENV, Config, load_config
+from reconciler.cycle import CycleReport
+from reconciler.gateways.git import seed_bare_repo
 from reconciler.gateways.proxmox import REQUIRED_PRIVILEGES
-from reconciler.report.steps import setup_lines
+from reconciler.gateways.sqlite import JobStore
+from reconciler.model.vocab import JobType
 from reconciler.runtime import open_runtime
 
 TOKEN_ID = "reconciler@pve!gitops"
@@ -79,68 +87,91 @@ def write_config(
 
 
 def examples_dir() -> Path:
+    """The example requests: packaged with the wheel, or examples/requests in a checkout."""
     here = Path(__file__).resolve().parent
     packaged = here / "_data" / "examples" / "requests"
     return packaged if packaged.is_dir() else here.parent / "examples" / "requests"
 
 
-def _show(out: TextIO, title: str, files: dict[str, bytes]) -> None:
-    for path, text in sorted(files.items()):
-        out.write(f"\n--- {title}: {path}\n{text.decode()}")
+# Deliberately Invalid: the demo shows how a request is refused, in plain words, before anything is created.
+INVALID_NAME = "wiki"
+INVALID_REQUEST = """\
+# Deliberately invalid: pve4 is no node of the demo's site, and 32768 MB is above its memory limit.
+apiVersion: reconciler/v1
+kind: lxc
+name: wiki
+profile: web-app
+description: A wiki, asked for on a node the site does not have
+node: pve4
+storage: local-lvm
+resources: {cores: 2, memory: 32768, disk: 8}
+network: {mode: dhcp, bridge: vmbr0}
+"""
 
 
-def run_demo(out: TextIO, keep: bool = False) -> int:
-    """Seed a bare repo with examples/requests, serve a fake PVE, run one cycle, print what was pushed."""
+def demo_requests() -> dict[str, bytes]:
+    """The request files the demo commits: the examples, and one Invalid request."""
+    files = {f"requests/{p.name}": p.read_bytes() for p in sorted(examples_dir().glob("*.yaml"))}
+    files[f"requests/{INVALID_NAME}.yaml"] = INVALID_REQUEST.encode()
+    return dict(sorted(files.items()))
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Where the demo runs: root holds the config, the bare remote, a working tree of what was committed (work)
+    and the job database; pve is the fake Proxmox VE, serving while the sandbox is open."""
+
+    root: Path
+    remote: Path
+    work: Path
+    config_path: Path
+    config: Config
+    secret: str
+    pve: Any
+
+    def environ(self) -> dict[str, str]:
+        """The process environment with the fake's token secret, as the daemon's would hold the real one."""
+        return {**os.environ, TOKEN_SECRET_ENV: self.secret}
+
+
+@contextmanager
+def sandbox(files: Mapping[str, bytes], keep: bool = False) -> Iterator[Sandbox]:
+    """A bare remote seeded with files, a fake Proxmox VE (nodes pve1..pve3) whose token holds the documented
+    role only, and a config for both; the temporary directory is removed at the end unless keep."""
     from reconciler.fake import add_token, new_fake, serving  # the demo extra, imported only here
 
     root = Path(tempfile.mkdtemp(prefix="reconciler-demo-"))
-    secret = secrets.token_urlsafe(24)
     try:
+        work = root / "work"
+        for relative, data in files.items():
+            (work / relative).parent.mkdir(parents=True, exist_ok=True)
+            (work / relative).write_bytes(data)
         remote = root / "infra.git"
-        examples = {f"requests/{p.name}": p.read_bytes() for p in sorted(examples_dir().glob("*.yaml"))}
-        seed_bare_repo(remote, examples, AUTHOR)
-        out.write(f"Seeded {remote} with {len(examples)} requests: {', '.join(sorted(examples))}\n")
+        seed_bare_repo(remote, files, AUTHOR)
+        secret = secrets.token_urlsafe(24)
         pve = new_fake(("pve1", "pve2", "pve3"))
         add_token(pve, TOKEN_ID, secret, REQUIRED_PRIVILEGES)
         with serving(pve, root / "pki") as ca_file:
-            out.write(f"Fake Proxmox VE at {pve.url}, token {TOKEN_ID} with the documented role only\n")
-            config = load_config(write_config(root, remote, pve.port, ca_file))
-            runtime = open_runtime(config, {**os.environ, TOKEN_SECRET_ENV: secret})
-            try:
-                report = runtime.reconciler.once()
-                again = runtime.reconciler.once()
-            finally:
-                runtime.close()
-            out.write(
-                f"\nRun 1: {len(report.started)} jobs in {report.passes} passes, last pushed commit"
-                f" {report.commit or 'none'}\n"
-            )
-            for ct in sorted(pve.cts, key=lambda c: c.vmid):
-                out.write(
-                    f"  container {ct.vmid} on {ct.node}: {ct.config.get('hostname')} {ct.status},"
-                    f" tags {ct.config.get('tags')}, net0 {ct.config.get('net0')}\n"
-                )
-            out.write(f"Run 2: {len(again.started)} jobs, commit {again.commit or 'none (nothing changed)'}\n")
-            for d in report.decision.valid:
-                out.write(f"  {d.name} ({d.profile}):\n")
-                for line in setup_lines(d.setup, config.provision.transport):
-                    out.write(f"{line}\n")
-        pushed = _read_remote(remote, root / "view-checkout")
-        _show(out, "pushed", pushed)
-        if keep:
-            out.write(f"\nJobs and their logs: reconciler jobs --config {root / 'config.yaml'}\n")
-        return 1 if report.failing else 0
+            config_path = write_config(root, remote, pve.port, ca_file)
+            yield Sandbox(root, remote, work, config_path, load_config(config_path), secret, pve)
     finally:
-        if keep:
-            out.write(f"Kept {root}\n")
-        else:
+        if not keep:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _read_remote(remote: Path, where: Path) -> dict[str, bytes]:
-    """The generated files as the remote has them, through a fresh clone."""
-    checkout = Checkout(GitConfig(remote=str(remote), checkout=where))
-    checkout.sync()
-    files = {**checkout.read_dir("status"), **checkout.read_dir("caddy/services")}
-    checkout.repo.close()
-    return files
+def run_cycle(box: Sandbox) -> CycleReport:
+    """What `reconciler once` does: passes until nothing started is still running, statuses pushed after each."""
+    runtime = open_runtime(box.config, box.environ())
+    try:
+        return runtime.reconciler.once()
+    finally:
+        runtime.close()
+
+
+def create_job(box: Sandbox, request: str) -> int | None:
+    """The id of the job that created request's container, if one did."""
+    store = JobStore(box.config.state.database)
+    try:
+        return next((j.id for j in store.jobs(request=request) if j.type == JobType.CREATE), None)
+    finally:
+        store.close()

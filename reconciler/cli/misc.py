@@ -28,6 +28,7 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from reconciler.demo import run_demo
+    """Tell the story of one cycle against a throw-away Git repo and a fake Proxmox VE."""
+    from reconciler.cli.demo import run_story  # the demo extra (fakepve), imported only when asked for
 
-    return run_demo(out, keep=args.keep)
+    return run_story(out, keep=args.keep)

@@ -21,7 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from rich.table import Table
+from rich.text import Text
+
 from reconciler.cli.common import EXIT_ERROR, EXIT_FAILED, config_of, take_secrets
+from reconciler.cli.output import PHASE_STYLES, console_for, print_line, print_table, styled, table
 from reconciler.config import DEFAULT_CONFIG, Config
 from reconciler.model.errors import ConfigError, GitError
 from reconciler.model.standing import Standing
@@ -67,7 +71,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--output", choices=("table", "json", "yaml"), default="table", help="table for people, or a document"
     )
-    p.epilog = "exit status: 0, 1 when a listed request is Failed or Invalid, 2 an error"
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep following: print the table again whenever the remote branch moves (Ctrl-C ends it)",
+    )
+    p.add_argument(
+        "--interval",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="with --watch, how often to ask the remote whether its branch moved",
+    )
+    p.epilog = "exit status: 0, 1 when a listed request is Failed or Invalid, 2 an error; --watch: 0 when stopped"
+
+
+def _seconds(text: str) -> float:
+    """An --interval value: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def phase_arg(text: str) -> Phase:
@@ -80,9 +107,40 @@ def phase_arg(text: str) -> Phase:
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     """Print one line (or one JSON/YAML entry) per request; 1 when any listed request is Failed or Invalid."""
+    if args.watch:
+        if args.repo is not None:
+            raise ConfigError("--watch", ["--watch follows the remote's head; it cannot follow --repo"])
+        if args.output != "table":
+            raise ConfigError("--watch", ["--watch prints tables; it cannot be used with -o json or -o yaml"])
+        from reconciler.cli.status_watch import watch
+
+        return watch(args, out)
+    found = _read_tree(args.repo, args) if args.repo is not None else _read_remote(config_of(args))
+    listed, missing = select(found, args)
+    if args.output == "table":
+        console = console_for(out)
+        if listed:
+            print_table(console, table_of(listed, time.time()))
+        print_line(console, summary_of(listed, found))
+    else:
+        doc = {"revision": found.revision, "requests": [_entry(s, c) for s, c in listed]}
+        out.write(json.dumps(doc, indent=2) + "\n" if args.output == "json" else dump_yaml(doc))
+    if missing:
+        sys.stderr.write(f"reconciler: no status for {', '.join(missing)} in {found.where}\n")
+        return EXIT_ERROR
+    return EXIT_FAILED if any(s.phase.failing for s, _ in listed) else 0
+
+
+Listed = list[tuple[Standing, int | None]]
+
+
+def select(found: Found, args: argparse.Namespace) -> tuple[Listed, list[str]]:
+    """The requests to list (by name, with when each file last changed), and the names asked for but not found.
+
+    Files the reconciler did not write are said on stderr and left out.
+    """
     from reconciler.report.status import parse
 
-    found = _read_tree(args.repo, args) if args.repo is not None else _read_remote(config_of(args))
     standings: dict[str, tuple[Standing, int | None]] = {}
     ignored = []
     for path, text in sorted(found.files.items()):
@@ -100,15 +158,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         for name, (standing, changed) in sorted(standings.items())
         if (not args.names or name in args.names) and (not args.phase or standing.phase in args.phase)
     ]
-    if args.output == "table":
-        out.write(_table(listed, found, time.time()))
-    else:
-        doc = {"revision": found.revision, "requests": [_entry(s, c) for s, c in listed]}
-        out.write(json.dumps(doc, indent=2) + "\n" if args.output == "json" else dump_yaml(doc))
-    if missing:
-        sys.stderr.write(f"reconciler: no status for {', '.join(missing)} in {found.where}\n")
-        return EXIT_ERROR
-    return EXIT_FAILED if any(s.phase.failing for s, _ in listed) else 0
+    return listed, missing
 
 
 def _read_remote(config: Config) -> Found:
@@ -219,21 +269,25 @@ def _row(standing: Standing, changed: int | None, now: float) -> tuple[str, ...]
     )
 
 
-def _table(listed: list[tuple[Standing, int | None]], found: Found, now: float) -> str:
-    """A header row, one aligned row per request, and a summary line."""
+def table_of(listed: Listed, now: float) -> Table:
+    """A header row and one aligned row per request, its phase in the phase's colour."""
+    rows = []
+    for standing, changed in listed:
+        row: list[str | Text] = list(_row(standing, changed, now))
+        row[1] = styled(row[1], PHASE_STYLES.get(str(standing.phase)))
+        rows.append(row)
+    return table(COLUMNS, rows)
+
+
+def summary_of(listed: Listed, found: Found) -> str:
+    """The line under the table: how many requests in each phase, and where they were read."""
     if not listed:
-        return f"no requests found in {found.where}\n"
-    rows = [COLUMNS, *(_row(s, c, now) for s, c in listed)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    lines = [
-        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip() for row in rows
-    ]
+        return f"no requests found in {found.where}"
     phases: dict[str, int] = {}
     for standing, _ in listed:
         phases[str(standing.phase)] = phases.get(str(standing.phase), 0) + 1
     counts = ", ".join(f"{n} {phase}" for phase, n in sorted(phases.items()))
-    lines.append(f"{_count(len(listed), 'request')} in {found.where}: {counts}")
-    return "\n".join(lines) + "\n"
+    return f"{_count(len(listed), 'request')} in {found.where}: {counts}"
 
 
 def _count(n: int, word: str) -> str:

@@ -1,4 +1,5 @@
-"""Where generated files may go: only into the configured status and Caddy directories, by construction."""
+"""Where generated files may go: only into the configured status and Caddy directories, and the one site file,
+by construction."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class GeneratedPaths:
     def __init__(self, paths: PathsConfig) -> None:
         self.status_dir = PurePosixPath(paths.status)
         self.caddy_dir = PurePosixPath(paths.caddy)
+        self.site = str(PurePosixPath(paths.site))  # the config's value: relative, inside the repository
 
     def status(self, stem: str) -> str:
         """status/<stem>.yaml for the request file requests/<stem>.yaml (any stem, made safe)."""
