@@ -15,11 +15,11 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich.table import Table
 from rich.text import Text
@@ -31,6 +31,9 @@ from reconciler.model.errors import ConfigError, GitError
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import Phase
 from reconciler.parse import MAX_FILE_BYTES, dump_yaml
+
+if TYPE_CHECKING:
+    from reconciler.gateways.git import Checkout
 
 COLUMNS = ("NAME", "PHASE", "HEALTH", "VMID", "NODE", "ADDRESS", "DOMAIN", "AGE", "DRIFT", "JOB", "MESSAGE")
 
@@ -163,24 +166,36 @@ def select(found: Found, args: argparse.Namespace) -> tuple[Listed, list[str]]:
 
 def _read_remote(config: Config) -> Found:
     """The status files at the head of the configured remote branch, from a clone in a temporary folder."""
+    with remote_clone(config) as checkout:
+        return read_head(checkout, config)
+
+
+@contextlib.contextmanager
+def remote_clone(config: Config) -> Iterator[Checkout]:
+    """A Checkout of the remote in a temporary folder (cloned when first used), removed at the end."""
     # GitPython starts git with the whole environment (`git version` as it is imported, `git cat-file` to read
     # a commit's date), not git.py's: no secret may be there. The Git token is handed to the clone alone.
     environ = take_secrets(config)
     from reconciler.gateways.git import Checkout
 
-    folder = config.paths.status
     with tempfile.TemporaryDirectory(prefix="reconciler-status-") as scratch:
         checkout = Checkout(config.git.model_copy(update={"checkout": Path(scratch) / "clone"}), environ)
         try:
-            revision = checkout.sync() if checkout.remote_tip() is not None else None
-            if revision is None:
-                raise GitError("ls-remote", f"the remote has no branch {config.git.branch}")
-            files = checkout.read_dir(folder, suffixes=(".yaml",))
-            commits = checkout.last_changes(folder, set(files))
-            dates = {sha: int(checkout.repo.commit(sha).committed_date) for sha in set(commits.values())}
+            yield checkout
         finally:
             with contextlib.suppress(GitError):
                 checkout.repo.close()
+
+
+def read_head(checkout: Checkout, config: Config) -> Found:
+    """The status files at the remote branch's head, fetched into checkout."""
+    folder = config.paths.status
+    revision = checkout.sync() if checkout.remote_tip() is not None else None
+    if revision is None:
+        raise GitError("ls-remote", f"the remote has no branch {config.git.branch}")
+    files = checkout.read_dir(folder, suffixes=(".yaml",))
+    commits = checkout.last_changes(folder, set(files))
+    dates = {sha: int(checkout.repo.commit(sha).committed_date) for sha in set(commits.values())}
     changed = {path: dates[sha] for path, sha in commits.items()}
     return Found(files, revision, changed, f"{folder}/ at {config.git.branch} {revision[:12]}")
 
