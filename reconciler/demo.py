@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.config import TOKEN_SECRET_ENV, Config, load_config
+from reconciler.config import TOKEN_SECRET_ENV, Config, GitConfig, load_config
 from reconciler.cycle import CycleReport
-from reconciler.gateways.git import seed_bare_repo
+from reconciler.gateways.git import Checkout, seed_bare_repo
 from reconciler.gateways.proxmox import REQUIRED_PRIVILEGES
 from reconciler.gateways.sqlite import JobStore
 from reconciler.model.vocab import JobType
@@ -175,3 +175,14 @@ def create_job(box: Sandbox, request: str) -> int | None:
         return next((j.id for j in store.jobs(request=request) if j.type == JobType.CREATE), None)
     finally:
         store.close()
+
+
+def pushed_files(box: Sandbox) -> list[str]:
+    """The status and Caddy files at the remote's head, read through a fresh clone."""
+    checkout = Checkout(GitConfig(remote=str(box.remote), checkout=box.root / "view-checkout"))
+    try:
+        checkout.sync()
+        return sorted({**checkout.read_dir(box.config.paths.status), **checkout.read_dir(box.config.paths.caddy)})
+    finally:
+        checkout.repo.close()
+        shutil.rmtree(box.root / "view-checkout", ignore_errors=True)

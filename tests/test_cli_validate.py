@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
+import pytest
+import yaml
 from clirun import CANARY, outside_request, run
-from conftest import request_yaml
+from conftest import PROFILES, SITE, FakeCluster, OperatorClone, request_yaml, static
 
+from reconciler.config import load_config
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import Phase
 from reconciler.parse import MAX_FILE_BYTES
+from reconciler.report import site
 from reconciler.report.status import render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,3 +144,205 @@ def test_validate_refuses_both_files_of_one_request_names_differing_in_case_and_
         1,
         "requests/dup.yaml and requests/dup.yml name the same request dup; neither is applied until one is removed\n",
     )
+
+
+# --- the site file the daemon publishes, the -o documents, every problem of a file at once
+
+SKIPPED = (
+    "no site values (site.yaml not found): skipped the checks of nodes, storages, bridges and addresses, VLANs,"
+    " limits, the VMID range and reserved addresses; profiles are the shipped ones"
+)
+DOC_KEYS = ["valid", "files", "site", "skipped", "note", "problems"]
+
+
+def daemon_once(config_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = run("once", "--config", str(config_path), env=env)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    return result
+
+
+def test_once_publishes_the_site_file_and_validate_checks_a_clone_against_it_without_a_config(
+    operator: OperatorClone, cluster: FakeCluster, config_path: Path, env: dict[str, str]
+) -> None:
+    operator.write("requests/good.yaml", request_yaml("good"))
+    operator.push()
+    daemon_once(config_path, env)
+    operator.pull()
+    text = operator.read("site.yaml")
+    assert text is not None and text.startswith("# Written by reconciler from its config")
+    assert site.parse(text).site == load_config(config_path).site
+    # Committed once, with the statuses of the pass that first wrote it.
+    [written] = operator.repo.git.log("--format=%H", "origin/main", "--", "site.yaml").split()
+    assert "status/good.yaml" in operator.repo.git.show("--name-only", "--format=", written)
+
+    operator.write("requests/far.yaml", request_yaml("far", network=static("10.9.8.7/24")))
+    result = run("validate", cwd=operator.path)
+    as_json = run("validate", "-o", "json", cwd=operator.path)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "requests/far.yaml:network.address: 10.9.8.7/24 is not inside vmbr0's 192.168.50.0/24\n"
+    assert result.stderr == ""  # the site's checks ran: nothing skipped
+    doc = json.loads(as_json.stdout)
+    assert (doc["site"], doc["skipped"], doc["note"], doc["files"]) == ("site.yaml", [], None, 2)
+    # A second pass with nothing new commits nothing: the site file is written only when it differs.
+    head = operator.repo.git.rev_parse("origin/main")
+    daemon_once(config_path, env)
+    operator.repo.git.fetch("-q")
+    assert operator.repo.git.rev_parse("origin/main") == head
+
+
+def test_without_a_site_file_validate_says_which_checks_it_skipped_and_still_checks_the_format(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests/ok.yaml").write_text(request_yaml("ok", node="pve9", network=static("10.9.8.7/24")))
+    result = run("validate", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "1 request file valid\n")
+    assert result.stderr == f"reconciler: {SKIPPED}\n"
+
+    (tmp_path / "requests/bad.yaml").write_text(request_yaml("bad", extra=1))
+    result = run("validate", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (1, "requests/bad.yaml:extra: unknown key\n")
+    assert result.stderr == f"reconciler: {SKIPPED}\n"
+
+
+def test_validate_reads_a_site_file_named_with_site_and_a_config_wins_over_it(tmp_path: Path) -> None:
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests/w.yaml").write_text(request_yaml("w", node="pve2"))
+    only_pve1 = SITE.model_copy(update={"nodes": ["pve1"]})
+    (tmp_path / "elsewhere.yaml").write_text(site.render(only_pve1, PROFILES))
+    named = run("validate", "--site", "elsewhere.yaml", cwd=tmp_path)
+    assert (named.returncode, named.stdout) == (1, "requests/w.yaml:node: 'pve2' is not an approved node (pve1)\n")
+    (tmp_path / "site.yaml").write_text(site.render(only_pve1, PROFILES))
+    found = run("validate", cwd=tmp_path)
+    assert (found.returncode, found.stdout, found.stderr) == (1, named.stdout, "")
+    config = run("validate", "--site", "elsewhere.yaml", "--config", str(ROOT / "examples/config.yaml"), cwd=tmp_path)
+    assert (config.returncode, config.stdout) == (0, "1 request file valid\n")
+    # A site file somebody wrote by hand is not trusted: the checks are skipped, and said so.
+    (tmp_path / "site.yaml").write_text(site.render(only_pve1, PROFILES).split("\n", 2)[2])
+    untrusted = run("validate", cwd=tmp_path)
+    assert untrusted.returncode == 0 and "site.yaml has lost the reconciler's header" in untrusted.stderr
+
+
+@pytest.mark.parametrize("output", ["json", "yaml"])
+def test_validate_documents_have_every_key_whatever_the_outcome(tmp_path: Path, output: str) -> None:
+    load = json.loads if output == "json" else yaml.safe_load
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests/ok.yaml").write_text(request_yaml("ok"))
+    good = run("validate", "-o", output, cwd=tmp_path)
+    assert good.returncode == 0 and good.stderr == ""
+    assert load(good.stdout) == {
+        "valid": True,
+        "files": 1,
+        "site": None,
+        "skipped": [
+            "nodes",
+            "storages",
+            "bridges and addresses",
+            "VLANs",
+            "limits",
+            "the VMID range",
+            "reserved addresses",
+        ],
+        "note": SKIPPED,
+        "problems": [],
+    }
+    (tmp_path / "requests/bad.yaml").write_text(request_yaml("bad", extra=1))
+    (tmp_path / "requests/broken.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "site.yaml").write_text(site.render(SITE, PROFILES))
+    bad = run("validate", "-o", output, cwd=tmp_path)
+    doc = load(bad.stdout)
+    assert bad.returncode == 1 and list(doc) == DOC_KEYS
+    assert {k: doc[k] for k in ("valid", "files", "site", "skipped", "note")} == {
+        "valid": False,
+        "files": 3,
+        "site": "site.yaml",
+        "skipped": [],
+        "note": None,
+    }
+    [unknown, whole] = doc["problems"]
+    assert unknown == {"path": "requests/bad.yaml", "field": "extra", "reason": "unknown key"}
+    assert whole["path"] == "requests/broken.yaml" and whole["field"] is None
+    assert whole["reason"].startswith("not valid YAML at line 2")
+
+
+def test_validate_reports_a_clash_beside_the_field_errors_of_the_same_file(tmp_path: Path) -> None:
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests/b.yaml").write_text(request_yaml("b", network=static("192.168.50.40/24")))
+    (tmp_path / "requests/a.yaml").write_text(
+        request_yaml("a", network=static("192.168.50.40/24"), service={"domain": "x.example.com"}, extra=1)
+    )
+    result = run("validate", cwd=tmp_path)
+    # a comes first alphabetically, but b's file is valid: the one with errors (never acted on) loses.
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "requests/a.yaml:extra: unknown key",
+        "requests/a.yaml:network.address: 192.168.50.40 is also requested by b",
+    ]
+
+
+def test_a_provisioned_request_with_field_errors_keeps_its_domain_and_the_newcomer_is_blamed(tmp_path: Path) -> None:
+    svc = {"domain": "app.example.com"}
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests/a-new.yaml").write_text(request_yaml("a-new", service=svc))
+    (tmp_path / "requests/b-old.yaml").write_text(request_yaml("b-old", service=svc, extra=1))
+    (tmp_path / "status").mkdir()
+    status = render(Standing("b-old", "requests/b-old.yaml", Phase.READY, "container 200 running", vmid=200))
+    (tmp_path / "status/b-old.yaml").write_text(status)
+
+    result = run("validate", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "requests/a-new.yaml:service.domain: app.example.com is also requested by b-old",
+        "requests/b-old.yaml:extra: unknown key",
+    ]
+
+
+def test_the_newcomer_is_blamed_for_a_clash_by_validate_and_by_the_daemon_with_its_field_errors_too(
+    operator: OperatorClone, cluster: FakeCluster, config_path: Path, env: dict[str, str]
+) -> None:
+    operator.write("requests/zeta.yaml", request_yaml("zeta", network=static("192.168.50.40/24")))
+    operator.push()
+    daemon_once(config_path, env)
+    operator.pull()
+    # alpha is first alphabetically, but zeta has its container; alpha also asks for more cores than allowed.
+    alpha = request_yaml("alpha", network=static("192.168.50.40/24"), resources={"cores": 99, "memory": 512, "disk": 8})
+    operator.write("requests/alpha.yaml", alpha)
+
+    checked = run("validate", cwd=operator.path)
+    operator.push()
+    daemon_once(config_path, env)
+    operator.pull()
+
+    clash = "network.address: 192.168.50.40 is also requested by zeta"
+    cores = "resources.cores: 99 is outside the approved range 1..8"
+    assert checked.returncode == 1 and checked.stderr == ""
+    assert checked.stdout.splitlines() == [f"requests/alpha.yaml:{cores}", f"requests/alpha.yaml:{clash}"]
+    alpha_status, zeta_status = operator.yaml("status/alpha.yaml"), operator.yaml("status/zeta.yaml")
+    assert alpha_status["phase"] == "Invalid" and alpha_status["problems"] == [cores, clash]
+    assert zeta_status["phase"] == "Ready" and "problems" not in zeta_status
+    assert [c.config.get("hostname") for c in cluster.containers()] == ["zeta"]
+
+
+def test_the_daemon_never_gives_the_address_of_a_provisioned_request_with_field_errors_to_a_newcomer(
+    operator: OperatorClone, cluster: FakeCluster, config_path: Path, env: dict[str, str]
+) -> None:
+    operator.write("requests/zeta.yaml", request_yaml("zeta", network=static("192.168.50.40/24")))
+    operator.push()
+    daemon_once(config_path, env)
+    operator.pull()
+    # zeta's file gets a typo (its container stays as it is) while alpha, valid, asks for the same address.
+    operator.write("requests/zeta.yaml", request_yaml("zeta", network=static("192.168.50.40/24"), extra=1))
+    operator.write("requests/alpha.yaml", request_yaml("alpha", network=static("192.168.50.40/24")))
+    operator.push()
+
+    daemon_once(config_path, env)
+    operator.pull()
+    checked = run("validate", cwd=operator.path)
+
+    clash = "network.address: 192.168.50.40 is also requested by zeta"
+    assert operator.yaml("status/alpha.yaml")["problems"] == [clash]
+    assert operator.yaml("status/zeta.yaml")["problems"] == ["extra: unknown key"]
+    assert [c.config.get("hostname") for c in cluster.containers()] == ["zeta"]
+    assert checked.stdout.splitlines() == [f"requests/alpha.yaml:{clash}", "requests/zeta.yaml:extra: unknown key"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TextIO
 
+from reconciler import logs
 from reconciler.desired.profile import builtin_profiles_dir, load_profiles
 from reconciler.desired.request import json_schema
 
@@ -30,5 +32,10 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     """Tell the story of one cycle against a throw-away Git repo and a fake Proxmox VE."""
     from reconciler.cli.demo import run_story  # the demo extra (fakepve), imported only when asked for
+
+    if not args.verbose:
+        # The story is the output: the deliberately Invalid request's warning would only repeat it. Errors stay.
+        json_lines = None if args.log_format is None else args.log_format == "json"
+        logs.setup(json_lines=json_lines, stream=sys.stderr, level="error")
 
     return run_story(out, keep=args.keep)
