@@ -211,7 +211,7 @@ def test_plan_names_every_kind_of_change_one_line_each_sorted_by_request(
         *(f"  status/{name}.yaml: status written" for name in changed),
     ]
     assert summary == (
-        "Plan: 1 to create, 1 to update, 1 to destroy, 1 to resize, 1 to migrate, 1 to start, 1 to stop, 1 to adopt;"
+        "Plan: 1 to create, 6 to change, 1 to destroy (1 update, 1 resize, 1 migrate, 1 start, 1 stop, 1 adopt);"
         " 1 refused, 1 orphaned; 10 files to change.\n"
     )
 
@@ -241,6 +241,7 @@ def test_plan_names_every_kind_of_change_one_line_each_sorted_by_request(
     assert document["files"][0] == {"path": "status/gone.yaml", "kind": "status", "change": "write"}
     assert {k: v for k, v in document["summary"].items() if v and k != "text"} == {
         **dict.fromkeys(("create", "update", "destroy", "resize", "migrate", "start", "stop", "adopt"), 1),
+        "change": 6,  # update, resize, migrate, start, stop and adopt: one job each
         "refused": 1,
         "orphaned": 1,
         "files": 10,
@@ -278,7 +279,7 @@ def test_plan_says_a_removed_route_takes_a_live_site_away_and_what_the_guard_hol
         " away\n"
         "  status/blog.yaml: status written\n"
     ) in result.stdout
-    assert result.stdout.endswith("Plan: 0 to create, 0 to update, 0 to destroy; 1 orphaned; 2 files to change.\n")
+    assert result.stdout.endswith("Plan: 0 to create, 0 to change, 0 to destroy; 1 orphaned; 2 files to change.\n")
 
     operator.remove("requests/other.yaml")  # every owned container would be orphaned: the guard holds it back
     operator.push("remove other")
@@ -322,7 +323,7 @@ def test_plan_shows_the_setup_steps_once_setup_is_turned_on(
         "write-web-server-config",
     ]
     assert "caddy/services" not in result.stdout  # the route stays while setup runs
-    assert result.stdout.endswith("Plan: 0 to create, 0 to update, 0 to destroy, 1 to set up; 1 file to change.\n")
+    assert result.stdout.endswith("Plan: 0 to create, 1 to change, 0 to destroy (1 setup); 1 file to change.\n")
 
 
 def test_plan_of_an_unmerged_branch_shows_its_work_against_the_configured_branchs_statuses(
@@ -419,9 +420,12 @@ def test_plan_as_json_without_a_job_database_says_so_on_stderr(
             "details": {},
         }
     ]
-    assert document["files"] == [{"path": "status/web.yaml", "kind": "status", "change": "write"}]
+    assert document["files"] == [
+        {"path": "site.yaml", "kind": "site", "change": "write"},  # published for `validate` at the first pass
+        {"path": "status/web.yaml", "kind": "status", "change": "write"},
+    ]
     assert document["held"] is None
-    assert document["summary"]["create"] == 1 and document["summary"]["files"] == 1
+    assert document["summary"]["create"] == 1 and document["summary"]["files"] == 2
     assert document["summary"]["changes"] is True
     assert not (config_path.parent / "jobs.sqlite").exists() and not (config_path.parent / "checkout").exists()
 
@@ -558,7 +562,7 @@ def test_the_plan_text_of_a_setup_of_routes_and_of_failures() -> None:
         " away",
         "  status/web.yaml: status written",
         "",
-        "Plan: 0 to create, 0 to update, 0 to destroy, 1 to set up; 1 failing, 1 invalid; 4 files to change.",
+        "Plan: 0 to create, 1 to change, 0 to destroy (1 setup); 1 failing, 1 invalid; 4 files to change.",
     ]
     document = json.loads(render_json(view))
     assert document["files"][:3] == [
@@ -585,6 +589,13 @@ def test_the_plan_text_of_a_setup_of_routes_and_of_failures() -> None:
         },
     ]
     assert document["actions"][0]["action"] == "setup"
+    assert {k: document["summary"][k] for k in ("create", "change", "destroy", "setup", "files")} == {
+        "create": 0,
+        "change": 1,
+        "destroy": 0,
+        "setup": 1,
+        "files": 4,
+    }
     assert document["actions"][0]["details"]["steps"][0] == "wait-network"
     assert document["failing"] == [{"request": "lost", "vmid": None, "message": "node pve2 is offline: state unknown"}]
     assert document["invalid"] == [{"request": "bad", "path": "requests/bad.yaml", "problems": ["node: no such"]}]

@@ -32,11 +32,14 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_once(args: argparse.Namespace, out: TextIO) -> int:
     """Run one cycle; non-zero when any request is Failed or Invalid."""
     config, environ = starting(args)  # before GitPython is imported: see _starting
+    from reconciler.cli.progress import following
     from reconciler.runtime import open_runtime
 
     runtime = open_runtime(config, environ)
+    json_lines = None if args.log_format is None else args.log_format == "json"
     try:
-        report = runtime.reconciler.once(follow=not args.no_follow)
+        with following(runtime.store, json_lines):
+            report = runtime.reconciler.once(follow=not args.no_follow)
     finally:
         runtime.close()
     for name, st in sorted(report.statuses.items()):

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.cli.common import EXIT_PLAN_CHANGES, EXIT_PLAN_ERROR, Parser, config_of
+from reconciler.cli.output import colour_wanted, console_for, plan_line, print_line
 from reconciler.cli.requests import plan_requests
 from reconciler.config import DEFAULT_CONFIG
+from reconciler.parse import dump_yaml
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,12 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="plan the request files in this directory (a pull request's working tree, e.g. requests/)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument(
+        "-o", "--output", choices=("text", "json", "yaml"), default="text", help="text for people, or one document"
+    )
+    # The older spelling of -o json, kept for the scripts and CI jobs that use it.
+    p.add_argument("--json", dest="output", action="store_const", const="json", help=argparse.SUPPRESS)
 
 
 def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     """Print what the next pass would do, changing nothing: 0 nothing would change, 2 something would."""
-    from reconciler.report.plan_text import PlanView, changes, render_json, render_text
+    from reconciler.report.plan_text import PlanView, changes, document, render_json, render_text
     from reconciler.runtime import open_planner
 
     config = config_of(args)
@@ -61,6 +67,16 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         requests_from=preview.requests_from,
         requests_revision=preview.requests_revision,
         history=planner.history is None,
+        site_file=config.paths.site,
     )
-    out.write(render_json(view) if args.json else render_text(view))
+    if args.output == "json":
+        out.write(render_json(view))
+    elif args.output == "yaml":
+        out.write(dump_yaml(document(view)))
+    elif colour_wanted(out):
+        console = console_for(out)
+        for line in render_text(view).splitlines():
+            print_line(console, plan_line(line))
+    else:
+        out.write(render_text(view))
     return EXIT_PLAN_CHANGES if changes(view) else 0

@@ -288,8 +288,9 @@ def table_of(listed: Listed, now: float) -> Table:
     """A header row and one aligned row per request, its phase in the phase's colour."""
     rows = []
     for standing, changed in listed:
+        phase = str(standing.phase)
         row: list[str | Text] = list(_row(standing, changed, now))
-        row[1] = styled(row[1], PHASE_STYLES.get(str(standing.phase)))
+        row[1] = styled(phase, PHASE_STYLES.get(phase))
         rows.append(row)
     return table(COLUMNS, rows)
 

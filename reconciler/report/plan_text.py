@@ -36,9 +36,8 @@ from reconciler.report import caddy
 from reconciler.report.steps import setup_lines
 
 INDENT = "    "
-# The summary's counts, in the order it names them; the first three are always named (terraform's habit).
+# The kinds of action the JSON's summary counts, in its order.
 KINDS = ("create", "update", "destroy", "resize", "migrate", "start", "stop", "adopt", "setup", "find-address")
-VERBS = {"setup": "set up", "find-address": "find an address"}
 NOTES = ("refused", "failing", "orphaned", "invalid")
 
 
@@ -64,6 +63,7 @@ class PlanView:
     requests_from: str | None = None
     requests_revision: str | None = None
     history: bool = True  # whether the job history was read
+    site_file: str | None = None  # the site file's path (paths.site): said as itself, not as a status
 
 
 def kind_of(action: Action) -> str:
@@ -121,15 +121,30 @@ def render_text(view: PlanView) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The summary line counts as terraform does: what the pass would create, change and destroy. A change is any
+# other action on a container that exists and stays: update (its settings, its disk, or both: one job),
+# migrate, start, stop, adopt, setup and find-address. So create + change + destroy is the number of jobs
+# the pass would start. The kinds of change follow in brackets (an update that also grows the disk is named
+# both update and resize there); refusals and the like change nothing, and are named after.
+CHANGE_KINDS = KINDS[3:]
+
+
+def changed(view: PlanView) -> int:
+    """How many actions would change a container in place: neither a create nor a destroy."""
+    return sum(kind_of(a) not in ("create", "destroy") for a in view.actions)
+
+
 def summary(view: PlanView) -> str:
-    """`Plan: 1 to create, 2 to update, 0 to destroy, 1 to start; 1 refused; 3 files to change.`"""
+    """`Plan: 1 to create, 2 to change, 0 to destroy (1 update, 1 start); 1 refused; 3 files to change.`"""
     found = counts(view)
     notes = ", ".join(f"{found[n]} {n}" for n in NOTES if found[n])
     held = "; some held by the mass-change guard" if view.held is not None else ""
     if not changes(view):
         return f"Plan: nothing to change{f' ({notes})' if notes else ''}{held}."
-    named = [f"{found[k]} to {VERBS.get(k, k)}" for k in KINDS if k in KINDS[:3] or found[k]]
-    parts = [", ".join(named), *([notes] if notes else []), f"{counted(len(view.files), 'file')} to change"]
+    kinds = ", ".join(f"{found[k]} {k}" for k in ("update", *CHANGE_KINDS) if found[k])
+    named = f"{found['create']} to create, {changed(view)} to change, {found['destroy']} to destroy"
+    parts = [named + (f" ({kinds})" if kinds else "")]
+    parts += [*([notes] if notes else []), f"{counted(len(view.files), 'file')} to change"]
     return "Plan: " + "; ".join(parts) + held + "."
 
 
@@ -250,6 +265,8 @@ def _service(text: str | bytes | None) -> tuple[str | None, str | None]:
 
 def _file_change(view: PlanView, path: str, text: str | None) -> dict[str, object]:
     """One file change as the JSON says it: its kind, what happens, and for a Caddy file its route."""
+    if path == view.site_file:
+        return {"path": path, "kind": "site", "change": "write" if text is not None else "remove"}
     if not _is_caddy(view, path):
         return {"path": path, "kind": "status", "change": "write" if text is not None else "remove"}
     before = view.caddy_files.get(path)
@@ -267,6 +284,8 @@ def _file_change(view: PlanView, path: str, text: str | None) -> dict[str, objec
 def _file_note(view: PlanView, path: str, text: str | None) -> str:
     item = _file_change(view, path, text)
     change, domain = item["change"], item.get("domain") or path.rsplit("/", 1)[-1].removesuffix(".yaml")
+    if item["kind"] == "site":
+        return "site file written" if change == "write" else "site file removed"
     if item["kind"] == "status":
         return "status written" if change == "write" else "status removed"
     if change == "remove":
@@ -323,6 +342,7 @@ def document(view: PlanView) -> dict[str, object]:
         "held": {"reason": view.held, "requests": held_back(view)} if view.held is not None else None,
         "summary": {
             **{k: found[k] for k in KINDS},
+            "change": changed(view),
             **{n: found[n] for n in NOTES},
             "files": len(view.files),
             "changes": changes(view),
