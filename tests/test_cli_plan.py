@@ -35,7 +35,7 @@ def test_plan_then_once_then_jobs_and_no_secret_anywhere(
 
     planned = run("plan", "--config", str(config_path), env=env)
     assert planned.returncode == 2, planned.stderr  # something would change
-    assert "+ create good: lxc 200 on pve1 (generic-service, 1 cores, 512 MB, 8 GB, dhcp)" in planned.stdout
+    assert "+ create good: lxc 200 on pve1 (generic-service, 1 core, 512 MB, 8 GB, dhcp)" in planned.stdout
     assert "x invalid bad: requests/bad.yaml\n    node: 'pve9' is not an approved node" in planned.stdout
     assert cluster.containers() == []
 
@@ -197,7 +197,7 @@ def test_plan_names_every_kind_of_change_one_line_each_sorted_by_request(
         " with state: absent)",
         "* adopt legacy: lxc 250 on pve2 (its marker only; nothing else changes)",
         f"> migrate moved: lxc {ids['moved']} from pve1 to pve2 (restart mode: it stops and starts again)",
-        "+ create new: lxc 209 on pve1 (generic-service, 1 cores, 512 MB, 8 GB, dhcp)",
+        "+ create new: lxc 209 on pve1 (generic-service, 1 core, 512 MB, 8 GB, dhcp)",
         "    setup is off (provision.transport: off); with ssh or local it would run:",
         f"v stop pause: lxc {ids['pause']} on pve1 (state: stopped)",
         f"! refuse stuck: lxc {ids['stuck']} on pve1 is kept as it is:",
@@ -347,7 +347,7 @@ def test_plan_of_an_unmerged_branch_shows_its_work_against_the_configured_branch
         f"Planning the 2 request files of branch feature at {branch_tip[:12]} against the status and Caddy files of"
         " main at "
     )
-    assert "+ create feature: lxc 201 on pve2 (generic-service, 1 cores, 512 MB, 8 GB, dhcp)" in on_branch.stdout
+    assert "+ create feature: lxc 201 on pve2 (generic-service, 1 core, 512 MB, 8 GB, dhcp)" in on_branch.stdout
     assert "Files to change in the repository (main):\n  status/feature.yaml: status written\n\n" in on_branch.stdout
     assert (on_main.returncode, "feature" in on_main.stdout) == (0, False), on_main.stdout + on_main.stderr
     assert on_main.stdout.endswith("No file to change in the repository (main).\n\nPlan: nothing to change.\n")
@@ -416,7 +416,7 @@ def test_plan_as_json_without_a_job_database_says_so_on_stderr(
             "action": "create",
             "vmid": 200,
             "node": "pve1",
-            "description": "create web: lxc 200 on pve1 (generic-service, 1 cores, 512 MB, 8 GB, dhcp)",
+            "description": "create web: lxc 200 on pve1 (generic-service, 1 core, 512 MB, 8 GB, dhcp)",
             "details": {},
         }
     ]

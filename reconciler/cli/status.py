@@ -31,6 +31,7 @@ from reconciler.model.errors import ConfigError, GitError
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import Phase
 from reconciler.parse import MAX_FILE_BYTES, dump_yaml
+from reconciler.report.status import document, domain
 
 if TYPE_CHECKING:
     from reconciler.gateways.git import Checkout
@@ -215,34 +216,17 @@ def _read_tree(repo: Path, args: argparse.Namespace) -> Found:
     return Found({f"{folder}/{Path(path).name}": text for path, text in files.items()}, None, {}, f"{directory}")
 
 
-def _domain(standing: Standing) -> str | None:
-    """The domain of the request's Caddy file (named after its domain), or None when it is not exposed."""
-    if standing.service is None:
-        return None
-    return standing.service.rsplit("/", 1)[-1].removesuffix(".yaml")
-
-
 def _timestamp(seconds: int | None) -> str | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _entry(standing: Standing, changed: int | None) -> dict[str, object]:
-    """A request's entry of the JSON/YAML document (its shape is documented in the README: keep it stable)."""
-    return {
-        "name": standing.name,
-        "request": standing.request,
-        "phase": str(standing.phase),
-        "healthy": standing.healthy,
-        "vmid": standing.vmid,
-        "node": standing.node,
-        "address": standing.address,
-        "domain": _domain(standing),
-        "changed": _timestamp(changed),
-        "drift": [{"field": d.field, "desired": d.desired, "observed": d.observed} for d in standing.drift],
-        "job": standing.job,
-        "message": standing.message,
-        "problems": list(standing.problems),
-    }
+    """A request's entry of the JSON/YAML document: reconcile's entry with when its status last changed after
+    `domain` (the shape is documented in the README: keep it stable)."""
+    entry = document(standing)
+    keys = list(entry)
+    at = keys.index("domain") + 1
+    return {**{k: entry[k] for k in keys[:at]}, "changed": _timestamp(changed), **{k: entry[k] for k in keys[at:]}}
 
 
 def age(seconds: float) -> str:
@@ -276,7 +260,7 @@ def _row(standing: Standing, changed: int | None, now: float) -> tuple[str, ...]
         dash(standing.vmid),
         dash(standing.node),
         dash(standing.address),
-        dash(_domain(standing)),
+        dash(domain(standing)),
         "-" if changed is None else age(now - changed),
         _drift(standing),
         dash(standing.job),

@@ -96,8 +96,9 @@ class CreateContainer(ActionBase):
 
     def describe(self) -> str:
         c = self.desired.container
+        cores = f"{c.cores} core" if c.cores == 1 else f"{c.cores} cores"
         return (
-            f"create {self.name}: lxc {self.vmid} on {self.node} ({self.desired.profile}, {c.cores} cores,"
+            f"create {self.name}: lxc {self.vmid} on {self.node} ({self.desired.profile}, {cores},"
             f" {c.memory} MB, {c.disk} GB, {c.network.mode})"
         )
 
