@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import WEBHOOK_SECRET, DaemonProcess, OperatorClone, request_yaml, static
+from conftest import API_TOKEN, WEBHOOK_SECRET, DaemonProcess, OperatorClone, request_yaml, static
 
 from reconciler.config import TOKEN_SECRET_ENV
 from reconciler.demo import AUTHOR, TOKEN_ID, write_config
@@ -47,7 +47,12 @@ def environment(
     operator = OperatorClone(remote, root / "operator")
     with serving(pve, root / "pki") as ca_file:
         config = write_config(root / "daemon", remote, pve.port, ca_file, address_timeout=address_timeout)
-        env = {**os.environ, TOKEN_SECRET_ENV: secret, "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        env = {
+            **os.environ,
+            TOKEN_SECRET_ENV: secret,
+            "RECONCILER_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "RECONCILER_API_TOKEN": API_TOKEN,
+        }
         daemon = DaemonProcess(config, env, root / "daemon.log")
         # A short stop grace so that stopping does not wait out a lease wait; it changes no measurement.
         daemon.configure(**{"interval": 3600, "watch": False, "stop_grace": 1, **daemon_settings})

@@ -92,9 +92,17 @@ class OperatorClone:
         self.repo.index.remove([relative], working_tree=True)
 
     def push(self, message: str = "operator change") -> str:
+        """Commit everything and push; when the reconciler pushed meanwhile (a status, the site file), pull
+        with rebase and push again, as an operator does."""
         self.repo.git.add("--all")
         self.repo.git.commit("-q", "-m", message)
-        self.repo.git.push("-q", "origin", "HEAD:main")
+        try:
+            self.repo.git.push("-q", "origin", "HEAD:main")
+        except git.GitCommandError as exc:
+            if "fetch first" not in str(exc) and "non-fast-forward" not in str(exc):
+                raise
+            self.pull()
+            self.repo.git.push("-q", "origin", "HEAD:main")
         return str(self.repo.head.commit.hexsha)
 
     def pull(self) -> None:
