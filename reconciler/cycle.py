@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -26,15 +26,14 @@ from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
-from reconciler.model.desired import Desired, Invalid
+from reconciler.model.desired import Desired
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Observed
 from reconciler.model.standing import Standing
 from reconciler.model.vocab import GuestState, JobType, Phase
 from reconciler.observe import ConfigCache, foreign_addresses, observe
 from reconciler.parse import MAX_FILE_BYTES
-from reconciler.plan import Plan, claims_of, invalid_standing, needs_foreign_addresses, plan
-from reconciler.plan.conflicts import resolve_clashes
+from reconciler.plan import Plan, needs_foreign_addresses, plan
 from reconciler.plan.guard import Guard
 from reconciler.report import caddy, site, status
 from reconciler.report.files import GeneratedPaths, HandEdits, changes, hand_edited
@@ -73,16 +72,6 @@ class CycleReport:
     @property
     def failing(self) -> list[str]:
         return sorted(n for n, s in self.statuses.items() if s.phase.failing)
-
-
-def _refuse(decision: Plan, refused: Sequence[Invalid], observed: Observed) -> Plan:
-    """The plan with these valid requests refused (Invalid, no action). plan() decided them valid, so their VMIDs
-    stayed taken; they lost a clash to a file with errors whose container exists, which plan() does not see."""
-    if not refused:
-        return decision
-    names = {i.name for i in refused}
-    standings = {**decision.standings, **{i.name: invalid_standing(i, observed) for i in refused}}
-    return replace(decision, actions=[a for a in decision.actions if a.name not in names], standings=standings)
 
 
 class Reconciler:
@@ -129,21 +118,17 @@ class Reconciler:
         if needs_foreign_addresses(valid, observed, now):
             # Addresses on guests the reconciler does not own cost a call each: only when about to use one.
             observed = replace(observed, foreign_ips=foreign_addresses(self.pve, observed))
-        service_domains = caddy.domains(source.caddy)
-        # Every problem of a file at once: one with errors still takes part in the clash rule with what its
-        # fields say, so its clash is in its status beside the rest (as `validate` says it).
-        _, clashed = resolve_clashes(
-            valid, claims_of(observed, service_domains, self.vmids), invalid_claims(source.requests, checked)
-        )
-        by_name = {i.name: i for i in clashed}
         # Entries refused before parsing (links, folders, bad or doubled names) stand beside the invalid files.
-        invalid = sorted([*(by_name.get(i.name, i) for i in checked), *source.refused], key=lambda i: i.name)
+        invalid = sorted([*checked, *source.refused], key=lambda i: i.name)
         decision = plan(
             valid,
             invalid,
             observed,
             self.vmids,
-            service_domains=service_domains,
+            service_domains=caddy.domains(source.caddy),
+            # Every problem of a file at once: one with errors takes part in the clash rule with what its fields
+            # still say, so its clash is in its status beside the rest (as `validate` says it).
+            claimed=invalid_claims(source.requests, checked),
             request_names=[f.name for f in source.requests] + [i.name for i in source.refused],
             now=now,
             setup_on=self.tools.pct is not None,
@@ -156,7 +141,6 @@ class Reconciler:
             previous=source.previous,
             task_timeout=self.config.proxmox.task_timeout,
         )
-        decision = _refuse(decision, [i for i in clashed if i.name not in {c.name for c in checked}], observed)
         # Requests refused for a clash join the invalid ones: only the rest own their domain and route.
         refused = {n for n, s in decision.standings.items() if s.phase == Phase.INVALID}
         return Decision([d for d in valid if d.name not in refused], observed, decision)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
+from reconciler.desired.claims import Claim
 from reconciler.model.action import Action
 from reconciler.model.desired import Desired, Invalid
 from reconciler.model.observed import Observed
@@ -99,6 +100,7 @@ def plan(
     vmids: range,
     *,
     service_domains: Mapping[str, str | None] | None = None,
+    claimed: Iterable[tuple[Invalid, Claim]] = (),
     request_names: Iterable[str] = (),
     now: float = 0.0,
     setup_on: bool = False,
@@ -108,14 +110,18 @@ def plan(
 ) -> Plan:
     """What to do for each valid request, and where every request (and orphaned guest) stands.
 
+    claimed: the invalid requests with what their files still claim (desired.claims): they take part in the
+    clash rule, so a clash stands beside their other problems, and a valid request that loses to one of them (it
+    has a container) is refused.
     request_names are all request files, valid or not: an owned guest whose request file is gone is Orphaned.
     now is the clock the attempts' retry times are read against. setup_on: whether setup in containers runs.
     guard: the mass-change guard (Guard() when None); previous: the statuses before this pass.
     """
     valid = list(valid)
-    kept, refused = resolve_clashes(valid, claims_of(observed, service_domains or {}, vmids))
+    kept, refused = resolve_clashes(valid, claims_of(observed, service_domains or {}, vmids), claimed)
     result = Plan()
-    for item in sorted([*invalid, *refused], key=lambda i: i.name):
+    # An invalid request with a clash comes back among the refused, with every problem: that one stands.
+    for item in sorted([*invalid, *refused], key=lambda i: (i.name, i in refused)):
         result.standings[item.name] = invalid_standing(item, observed)
     free = _free(vmids, _taken(observed, valid))
     unclaimed = unclaimed_creates(observed, vmids)
