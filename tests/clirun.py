@@ -10,6 +10,22 @@ from typing import Any
 from conftest import FakeCluster, request_yaml
 
 CANARY = "canary-5c1e-outside-the-repo"
+# The keys of a request's entry in `status -o json`, in order (README: "Where everything stands").
+STATUS_KEYS = [
+    "name",
+    "request",
+    "phase",
+    "healthy",
+    "vmid",
+    "node",
+    "address",
+    "domain",
+    "changed",
+    "drift",
+    "job",
+    "message",
+    "problems",
+]
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

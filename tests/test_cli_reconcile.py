@@ -11,6 +11,7 @@ from typing import Any
 
 import git
 import pytest
+from clirun import STATUS_KEYS, run
 from conftest import API_TOKEN, DaemonProcess, FakeCluster, OperatorClone, free_port, request_yaml
 
 from reconciler.daemon.passes import Outcome, Passes, ask
@@ -18,20 +19,11 @@ from reconciler.model.standing import Standing
 from reconciler.model.vocab import Phase
 
 
-def reconcile(
-    daemon: DaemonProcess, *args: str, token: str | None = API_TOKEN, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
+def reconcile(daemon: DaemonProcess, *args: str, token: str | None = API_TOKEN) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in daemon.env.items() if k != "RECONCILER_API_TOKEN"}
     if token is not None:
         env["RECONCILER_API_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler", "reconcile", "--config", str(daemon.config_path), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+    return run("reconcile", "--config", str(daemon.config_path), *args, env=env)
 
 
 def remote_status(operator: OperatorClone, name: str) -> str:
@@ -99,20 +91,7 @@ def test_reconcile_as_json_has_the_documented_shape_and_without_names_lists_what
     assert one["commit"] == git.Repo(daemon_remote(operator)).commit("main").hexsha  # the status it pushed
     # Only what this pass changed: bad is new; blog, Ready before, is not shown again.
     assert [r["name"] for r in doc["requests"]] == ["bad"]
-    assert list(doc["requests"][0]) == [
-        "name",
-        "request",
-        "phase",
-        "healthy",
-        "vmid",
-        "node",
-        "address",
-        "domain",
-        "drift",
-        "job",
-        "message",
-        "problems",
-    ]
+    assert list(doc["requests"][0]) == [k for k in STATUS_KEYS if k != "changed"]
     assert doc["requests"][0]["phase"] == "Invalid"
     assert doc["unknown"] == [] and doc["settled"] is True and doc["error"] is None
 

@@ -7,12 +7,13 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import git
 import yaml
+from clirun import STATUS_KEYS as KEYS
+from clirun import run
 from conftest import FakeCluster, OperatorClone, request_yaml, static
 
 from reconciler.config import TOKEN_SECRET_ENV, TSIG_SECRET_ENV
@@ -23,27 +24,6 @@ BLOG = dict(
     network=static("192.168.50.210/24"),
     service={"domain": "blog.example.com", "expose": True, "visibility": "public", "port": 80},
 )
-KEYS = [
-    "name",
-    "request",
-    "phase",
-    "healthy",
-    "vmid",
-    "node",
-    "address",
-    "domain",
-    "changed",
-    "drift",
-    "job",
-    "message",
-    "problems",
-]
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, env=env, timeout=120, check=False
-    )
 
 
 def once(config_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
