@@ -33,6 +33,7 @@ class JobType(StrEnum):
     STOP = "stop"
     DESTROY = "destroy"
     ADOPT = "adopt"
+    DNS = "dns"  # create, change or delete a request's DNS records (RFC 2136)
     VALIDATE = "validate"
 
 
@@ -55,6 +56,7 @@ class ResourceKind(StrEnum):
     """The kinds of resource a request can own, as the inventory records them."""
 
     LXC = "lxc"
+    DNS = "dns"  # a DNS record, keyed by its name
 
 
 class ResourceState(StrEnum):
@@ -128,3 +130,26 @@ class StepName(StrEnum):
     ENABLE_NODE_EXPORTER = "enable-node-exporter"
     ENABLE_DOCKER = "enable-docker"
     CHECK_HEALTH = "check-health"
+
+
+class RecordType(StrEnum):
+    """The DNS record types the reconciler writes (and TXT, for its ownership registry)."""
+
+    A = "A"
+    CNAME = "CNAME"
+
+
+class RecordOp(StrEnum):
+    """What one signed update does to one record name."""
+
+    CREATE = "create"  # only if the name is not in use
+    CHANGE = "change"  # only if the reconciler's TXT for this request is there
+    DELETE = "delete"  # likewise
+
+
+class DnsState(StrEnum):
+    """Where a request's DNS records stand, as its status file says (beside its container's phase)."""
+
+    READY = "Ready"
+    PENDING = "Pending"
+    FAILED = "Failed"
