@@ -9,7 +9,7 @@ import unicodedata
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path, PurePosixPath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
@@ -22,9 +22,10 @@ from reconciler.parse import from_validation_error, load_yaml
 DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
 TOKEN_SECRET_ENV = "PROXMOX_TOKEN_SECRET"
 GIT_TOKEN_ENV = "RECONCILER_GIT_TOKEN"
-# The DNS server's TSIG key, for the DNS records of a later release: kept out of every child process already.
+# The DNS server's TSIG key (dns.rfc2136.key_secret_env's default): kept out of every child process.
 TSIG_SECRET_ENV = "RECONCILER_TSIG_SECRET"
 
+DNS_NAME = r"^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)]
 
 
@@ -91,6 +92,13 @@ def is_local_remote(remote: str) -> bool:
     return "://" not in remote and ":" not in remote.split("/")[0]
 
 
+def _inside_repo(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or not path.parts or value.startswith("."):
+        raise ValueError("must be a relative path inside the repository, without '..'")
+    return str(path)
+
+
 class PathsConfig(Strict):
     requests: str = "requests"
     status: str = "status"
@@ -101,10 +109,7 @@ class PathsConfig(Strict):
     @field_validator("requests", "status", "caddy", "site")
     @classmethod
     def _inside_repo(cls, value: str) -> str:
-        path = PurePosixPath(value)
-        if path.is_absolute() or ".." in path.parts or not path.parts or value.startswith("."):
-            raise ValueError("must be a relative path inside the repository, without '..'")
-        return str(path)
+        return _inside_repo(value)
 
     @model_validator(mode="after")
     def _distinct(self) -> PathsConfig:
@@ -133,6 +138,9 @@ class ProxmoxConfig(Strict):
     # Drift shows only in a guest's config, one call per guest: each is read again after this long (and after
     # any job on it), so a pass over thousands of guests stays quick.
     config_refresh: float = Field(default=300.0, ge=0, description="seconds")
+    # A DHCP lease can move (a container restarted by hand, a DHCP server that forgot it): the address of each
+    # running DHCP container is read again after this long, and DNS, Caddy and scrape targets follow it.
+    address_refresh: float = Field(default=60.0, ge=0, description="seconds")
 
 
 class SshConfig(Strict):
@@ -294,6 +302,66 @@ class DaemonConfig(Strict):
         return self.ready_after or max(3 * self.interval, 300.0)
 
 
+class Rfc2136Config(Strict):
+    """An authoritative DNS server that takes dynamic updates (RFC 2136) signed with a TSIG key."""
+
+    server: str = Field(pattern=r"^[A-Za-z0-9.:-]+$", description="address or name of the primary server")
+    port: int = Field(default=53, ge=1, le=65535)
+    key_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=253)
+    key_algorithm: Literal["hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1", "hmac-md5"] = (
+        "hmac-sha256"
+    )
+    key_secret_env: str = Field(default=TSIG_SECRET_ENV, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    axfr: StrictBool = Field(default=True, description="find orphans and hand edits by a signed zone transfer")
+    timeout: float = Field(default=5.0, gt=0, le=60, description="s one update or transfer may take")
+    # A transfer shows records changed or left behind by others; one per zone at most this often.
+    refresh: float = Field(default=300.0, ge=0, description="s between zone transfers")
+
+
+class DnsConfig(Strict):
+    """DNS records for every workload: an A for its hostname, a CNAME (or A) for its domain in an approved zone."""
+
+    zone: Annotated[str, Field(pattern=DNS_NAME, max_length=253)] | list[Annotated[str, Field(pattern=DNS_NAME)]]
+    ttl: int = Field(default=300, ge=0, le=2_147_483_647)
+    domain_records: Literal["cname", "a"] = Field(default="cname", description="a CNAME to the hostname, or an A")
+    # Written into each record's ownership TXT: two reconcilers sharing a zone each touch only their own.
+    owner_id: str = Field(default="reconciler", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=63)
+    rfc2136: Rfc2136Config | None = None
+    hosts_file: str | None = Field(default=None, description="a hosts-format file in the repository")
+
+    @field_validator("zone")
+    @classmethod
+    def _zones(cls, value: str | list[str]) -> str | list[str]:
+        zones = [value] if isinstance(value, str) else value
+        if not zones:
+            raise ValueError("name at least one zone")
+        if len({z.lower().rstrip(".") for z in zones}) != len(zones):
+            raise ValueError("names a zone twice")
+        return value
+
+    @field_validator("hosts_file")
+    @classmethod
+    def _hosts_inside(cls, value: str | None) -> str | None:
+        return None if value is None else _inside_repo(value)
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        """The approved zones, absolute and lower case; hostname records go into the first."""
+        zones = [self.zone] if isinstance(self.zone, str) else self.zone
+        return tuple(z.lower().rstrip(".") + "." for z in zones)
+
+
+class PrometheusConfig(Strict):
+    """Scrape targets for every monitored workload, as file_sd JSON files in the repository."""
+
+    targets: str | None = Field(default=None, description="folder of one <request>.json per monitored request")
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_inside(cls, value: str | None) -> str | None:
+        return None if value is None else _inside_repo(value)
+
+
 class Config(Strict):
     git: GitConfig
     paths: PathsConfig = PathsConfig()
@@ -304,8 +372,29 @@ class Config(Strict):
     daemon: DaemonConfig = DaemonConfig()
     provision: ProvisionConfig = ProvisionConfig()
     guard: GuardConfig = GuardConfig()
+    dns: DnsConfig | None = None
+    prometheus: PrometheusConfig = PrometheusConfig()
     # Where the profiles live; the ones shipped with the reconciler when omitted.
     profiles: Path | None = None
+
+    @model_validator(mode="after")
+    def _generated_apart(self) -> Config:
+        p = self.paths
+        taken = {"paths.requests": p.requests, "paths.status": p.status, "paths.caddy": p.caddy, "paths.site": p.site}
+        more = {
+            "dns.hosts_file": self.dns.hosts_file if self.dns else None,
+            "prometheus.targets": self.prometheus.targets,
+        }
+        for key, value in more.items():
+            if value is None:
+                continue
+            mine = PurePosixPath(value)
+            for other, path in taken.items():
+                theirs = PurePosixPath(path)
+                if mine == theirs or mine in theirs.parents or theirs in mine.parents:
+                    raise ValueError(f"{key} ({value}) and {other} ({path}) overlap: each generated file has a place")
+            taken[key] = value
+        return self
 
 
 def _resolve(base: Path, raw: dict[str, object]) -> None:

@@ -22,6 +22,7 @@ from reconciler.config import Config
 from reconciler.desired.claims import invalid_claims
 from reconciler.desired.profile import Profile
 from reconciler.desired.validate import validate
+from reconciler.gateways.dns import DnsServer
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox
@@ -30,8 +31,8 @@ from reconciler.model.desired import Desired
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Observed
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import GuestState, JobType, Phase
-from reconciler.observe import ConfigCache, foreign_addresses, observe
+from reconciler.model.vocab import GuestState, JobType, Phase, ResourceKind
+from reconciler.observe import AddressCache, ConfigCache, ZoneCache, foreign_addresses, observe
 from reconciler.parse import MAX_FILE_BYTES
 from reconciler.plan import Plan, needs_foreign_addresses, plan
 from reconciler.plan.guard import Guard
@@ -86,6 +87,7 @@ class Reconciler:
         checkout: Checkout,
         runner: Runner,
         pct: Pct | None = None,
+        dns: DnsServer | None = None,
     ) -> None:
         self.config = config
         self.profiles = profiles
@@ -95,9 +97,14 @@ class Reconciler:
         self.runner = runner
         vmids = config.site.vmid_range
         self.vmids = range(vmids.low, vmids.high + 1)
-        self.tools = Tools(pve, config.proxmox, pct, self.vmids)
+        self.dns = dns
+        owner_id = config.dns.owner_id if config.dns else "reconciler"
+        self.tools = Tools(pve, config.proxmox, pct, self.vmids, dns, owner_id)
         self.paths = GeneratedPaths(config.paths)
         self.configs = ConfigCache(refresh=config.proxmox.config_refresh)
+        self.addresses = AddressCache(refresh=config.proxmox.address_refresh)
+        rfc2136 = config.dns.rfc2136 if config.dns else None
+        self.zones = ZoneCache(refresh=rfc2136.refresh) if rfc2136 is not None and rfc2136.axfr else None
         self.site_text = site.render(config.site, profiles)  # the site file: fixed for this config and profiles
         self.hand_edits = HandEdits()  # generated files found edited by hand (reconciler_generated_files_hand_edited)
 
@@ -113,7 +120,9 @@ class Reconciler:
         valid, checked = validate(source.requests, self.profiles, self.config.site)
         in_flight, attempts, settling = self.runner.snapshot()  # before Proxmox is asked: see observe
         adopting = [d.life.vmid for d in valid if d.life.adopt and d.life.vmid is not None]
-        observed = observe(self.pve, self.store, in_flight, attempts, settling, self.configs, adopting)
+        observed = observe(self.pve, self.store, in_flight, attempts, settling, self.configs, adopting, self.addresses)
+        if self.zones is not None and self.dns is not None and self.config.dns is not None:
+            observed = replace(observed, zones=self.zones.views(self.dns, self.config.dns.zones, observed.held))
         now = self.runner.clock()
         if needs_foreign_addresses(valid, observed, now):
             # Addresses on guests the reconciler does not own cost a call each: only when about to use one.
@@ -140,6 +149,8 @@ class Reconciler:
             ),
             previous=source.previous,
             task_timeout=self.config.proxmox.task_timeout,
+            dns=self.config.dns,
+            dns_writes=self.dns is not None,
         )
         # Requests refused for a clash join the invalid ones: only the rest own their domain and route.
         refused = {n for n, s in decision.standings.items() if s.phase == Phase.INVALID}
@@ -151,6 +162,7 @@ class Reconciler:
         source = self.read_source()
         decision = self.decide(source)
         resolve_intents(self.store, decision.observed)
+        self._note_addresses(decision.observed)
         if decision.plan.held is not None:
             log.warning("mass change held", reason=decision.plan.held.reason)
         actions = decision.plan.actions
@@ -172,6 +184,15 @@ class Reconciler:
             **{p.lower(): n for p, n in report.phases.items()},
         )
         return report
+
+    def _note_addresses(self, observed: Observed) -> None:
+        """Keep the addresses read this pass in the inventory: a lease that moved is the one known from now on."""
+        for name in observed.held:
+            held = observed.container(name)
+            address = observed.addresses.get(held.vmid) if held is not None else None
+            if held is not None and address is not None and address != held.address:
+                log.info("address changed", request=name, vmid=held.vmid, before=held.address, now=address)
+                self.store.set_address(name, ResourceKind.LXC, held.key, address)
 
     def once(self, follow: bool = True) -> CycleReport:
         """Pass until nothing this run started is still running, pushing statuses as they become known.

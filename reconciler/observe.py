@@ -16,13 +16,15 @@ from ipaddress import IPv4Address, IPv4Interface
 
 import structlog
 
+from reconciler.gateways.dns import DnsError, DnsServer
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
+from reconciler.model.dns import ZoneView
 from reconciler.model.errors import ProxmoxError
 from reconciler.model.guest import GuestConfig
-from reconciler.model.observed import Guest, Observed, Running
+from reconciler.model.observed import Guest, Held, Observed, Running
 from reconciler.model.retry import Attempt
-from reconciler.model.vocab import GuestStatus
+from reconciler.model.vocab import GuestStatus, ResourceKind
 
 log = structlog.get_logger("reconciler.observe")
 READERS = 8  # config reads at once: a first pass over thousands of guests takes seconds, not minutes
@@ -69,6 +71,90 @@ class ConfigCache:
             return {vmid: entry[0] for vmid, entry in self._seen.items()}
 
 
+@dataclass
+class AddressCache:
+    """The eth0 address of each running DHCP container, read again after `refresh` seconds, after a job on it,
+    or when it was seen stopped since: a lease that moved is noticed, and DNS, Caddy and targets follow."""
+
+    refresh: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _seen: dict[int, tuple[str | None, GuestStatus, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def addresses(self, pve: Proxmox, guests: Collection[Guest], fresh: Collection[int]) -> dict[int, str]:
+        """vmid -> address for these (running DHCP) guests; fresh: vmids to read again whatever their age."""
+        now = self.clock()
+        with self._lock:
+            due = [
+                g
+                for g in guests
+                if (cached := self._seen.get(g.vmid)) is None
+                or g.vmid in fresh
+                or cached[1] != g.status
+                or now - cached[2] >= self.refresh
+            ]
+        if due:
+            with ThreadPoolExecutor(min(READERS, len(due))) as pool:
+                read = list(pool.map(lambda g: (g, _address(pve, g)), due))
+            with self._lock:
+                for guest, (ok, address) in read:
+                    if ok:
+                        self._seen[guest.vmid] = (address, guest.status, now)
+        with self._lock:
+            wanted = {g.vmid: g for g in guests}
+            for vmid in [v for v in self._seen if v not in wanted]:
+                del self._seen[vmid]
+            return {vmid: entry[0] for vmid, entry in self._seen.items() if entry[0] is not None}
+
+
+@dataclass
+class ZoneCache:
+    """Signed zone transfers of the approved zones: each again after `refresh` seconds, or once the reconciler's
+    own records changed (its inventory of them differs from the one at the last transfer), so a view is never
+    older than what the reconciler itself wrote. A zone whose transfer failed is left out (plan falls back to the
+    inventory) and tried again at its next refresh; the failure is said once until it changes."""
+
+    refresh: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _seen: dict[str, tuple[ZoneView | None, float, frozenset[tuple[str, str, str | None]]]] = field(
+        default_factory=dict
+    )
+    _said: dict[str, str] = field(default_factory=dict)
+
+    def views(
+        self, server: DnsServer, zones: Collection[str], held: Mapping[str, tuple[Held, ...]]
+    ) -> dict[str, ZoneView]:
+        """zone -> its view, for the zones whose transfer succeeded."""
+        now = self.clock()
+        ours = frozenset(
+            (h.request, h.key, h.address) for found in held.values() for h in found if h.kind == ResourceKind.DNS
+        )
+        for zone in zones:
+            cached = self._seen.get(zone)
+            if cached is not None and cached[2] == ours and now - cached[1] < self.refresh:
+                continue
+            try:
+                view: ZoneView | None = server.transfer(zone)
+                self._said.pop(zone, None)
+            except DnsError as exc:
+                view = None
+                if self._said.get(zone) != exc.reason:
+                    log.warning("zone transfer failed", zone=zone, reason=exc.reason)
+                    self._said[zone] = exc.reason
+            self._seen[zone] = (view, now, ours)
+        return {zone: entry[0] for zone, entry in self._seen.items() if zone in zones and entry[0] is not None}
+
+
+def _address(pve: Proxmox, guest: Guest) -> tuple[bool, str | None]:
+    """Whether the interfaces could be read, and eth0's first IPv4 address."""
+    try:
+        interfaces = pve.interfaces(guest.node, guest.vmid)
+    except ProxmoxError as exc:  # the address known before stands this pass
+        log.warning("interfaces unreadable", vmid=guest.vmid, node=guest.node, reason=exc.reason)
+        return False, None
+    return True, next((i.ipv4[0] for i in interfaces if i.name == "eth0" and i.ipv4), None)
+
+
 def _moved(before: Guest, now: Guest) -> bool:
     """Whether /cluster/resources shows a change a config read must catch at once."""
     return (before.node, before.tags, before.cores, before.memory_mb, before.disk_gb, before.name) != (
@@ -97,9 +183,11 @@ def observe(
     settling: frozenset[str] = frozenset(),
     cache: ConfigCache | None = None,
     adopting: Collection[int] = (),
+    addresses: AddressCache | None = None,
 ) -> Observed:
-    """Every guest of the cluster from one /cluster/resources call, with the inventory, the jobs, and the
-    configs of the guests the reconciler owns or is asked to adopt (from the cache where fresh enough)."""
+    """Every guest of the cluster from one /cluster/resources call, with the inventory, the jobs, the configs
+    of the guests the reconciler owns or is asked to adopt, and the addresses of its running DHCP containers
+    (each from its cache where fresh enough)."""
     guests = tuple(pve.guests())
     base = Observed(
         guests=guests,
@@ -119,7 +207,18 @@ def observe(
     fresh = {r.action.vmid for r in base.in_flight.values()}
     fresh.update(g.vmid for name in settling for g in base.owned.get(name, []))
     configs = (cache or ConfigCache(refresh=0)).configs(pve, owned, fresh)
-    return replace(base, configs=configs)
+    dhcp = [
+        g
+        for g in owned
+        if g.status == GuestStatus.RUNNING
+        and (c := configs.get(g.vmid)) is not None
+        and _DHCP.search(c.get("net0") or "")
+    ]
+    found = (addresses or AddressCache(refresh=0)).addresses(pve, dhcp, fresh)
+    return replace(base, configs=configs, addresses=found)
+
+
+_DHCP = re.compile(r"(?:^|,)ip=dhcp(?:,|$)")
 
 
 _IP = re.compile(r"(?:^|,)ip=([0-9.]+/\d+)")

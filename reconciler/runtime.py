@@ -20,6 +20,7 @@ from reconciler.apply.runner import Heartbeat, JobHook, Runner
 from reconciler.config import GIT_TOKEN_ENV, Config, GitConfig, read_secret, token_secret
 from reconciler.cycle import Decision, Reconciler
 from reconciler.desired.profile import Profile, builtin_profiles_dir, load_profiles
+from reconciler.gateways.dns import DnsError, DnsServer
 from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox, RequestHook
@@ -52,14 +53,42 @@ def build_reconciler(
         _without_tls_verification(config)
     pve = Proxmox(config.proxmox, secret.reveal(), on_request=on_request)
     pct = Pct(config.provision) if config.provision.transport != Transport.OFF else None
-    return Reconciler(config, profiles, pve, store, Checkout(config.git, environ), runner, pct)
+    return Reconciler(
+        config, profiles, pve, store, Checkout(config.git, environ), runner, pct, dns_server(config, environ)
+    )
 
 
-def check_secrets(environ: Mapping[str, str]) -> None:
+def dns_server(config: Config, environ: Mapping[str, str]) -> DnsServer | None:
+    """The DNS server of dns.rfc2136, with its TSIG key from the environment; None when none is configured."""
+    rfc2136 = config.dns.rfc2136 if config.dns is not None else None
+    if rfc2136 is None:
+        return None
+    secret = read_secret(rfc2136.key_secret_env, environ)
+    if secret is None:
+        raise ConfigError(
+            "environment", [f"{rfc2136.key_secret_env} is not set (the TSIG key's secret, for dns.rfc2136)"]
+        )
+    try:
+        return DnsServer(
+            rfc2136.server,
+            rfc2136.port,
+            rfc2136.key_name,
+            rfc2136.key_algorithm,
+            secret,
+            rfc2136.timeout,
+            rfc2136.key_secret_env,
+        )
+    except DnsError as exc:
+        raise ConfigError("environment", [exc.reason]) from None
+
+
+def check_secrets(environ: Mapping[str, str], config: Config | None = None) -> None:
     """Read every secret the environment gives the reconciler, so a missing or malformed one is said before
     anything is opened (each is registered with the log scrubber as it is read)."""
     token_secret(environ)
     read_secret(GIT_TOKEN_ENV, environ)
+    if config is not None:
+        dns_server(config, environ)
 
 
 def _without_tls_verification(config: Config) -> None:
@@ -101,7 +130,7 @@ def open_runtime(
     Raises ConfigError for a missing secret or bad profiles, AlreadyRunning when another process holds the lock.
     """
     env = dict(os.environ if environ is None else environ)
-    check_secrets(env)  # a missing or malformed secret is said before anything is opened
+    check_secrets(env, config)  # a missing or malformed secret is said before anything is opened
     profiles_for(config)
     lock = CheckoutLock(config.git.checkout).acquire()
     try:
@@ -251,7 +280,7 @@ def open_planner(config: Config, environ: Mapping[str, str] | None = None, ref: 
     Raises ConfigError for a missing secret, bad profiles or a ref that is no branch name.
     """
     env = dict(os.environ if environ is None else environ)
-    check_secrets(env)
+    check_secrets(env, config)
     profiles_for(config)
     ref_git = None
     if ref is not None and ref != config.git.branch:

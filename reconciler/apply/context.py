@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import structlog
 
 from reconciler.config import ProxmoxConfig
+from reconciler.gateways.dns import DnsServer
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox, TaskFailed
 from reconciler.gateways.sqlite import JobStore
@@ -44,6 +45,8 @@ class Tools:
     proxmox: ProxmoxConfig
     pct: Pct | None = None  # None when provision.transport is off
     vmids: range = range(0)  # the approved range, where a create refused for a taken id chooses again
+    dns: DnsServer | None = None  # None when dns.rfc2136 is not configured
+    dns_owner: str = "reconciler"  # dns.owner_id, written into each record's ownership TXT
 
 
 class JobLog:

@@ -55,7 +55,7 @@ def create_container(action: CreateContainer, job: JobContext) -> str:
 def _another(job: JobContext, refused: int) -> int:
     """The next VMID in the approved range that no guest and no other request's container holds."""
     taken = {g.vmid for g in job.pve.guests()}
-    taken.update(h.vmid for held in job.store.inventory().values() for h in held)
+    taken.update(h.vmid for held in job.store.inventory().values() for h in held if h.kind == ResourceKind.LXC)
     for vmid in job.tools.vmids:
         if vmid > refused and vmid not in taken:
             return vmid

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import assert_never
 
 from reconciler.apply.adopt_container import adopt_container
+from reconciler.apply.change_records import change_records
 from reconciler.apply.context import JobContext
 from reconciler.apply.create_container import create_container
 from reconciler.apply.destroy_container import destroy_container
@@ -17,6 +18,7 @@ from reconciler.apply.update_container import update_container
 from reconciler.model.action import (
     Action,
     AdoptContainer,
+    ChangeRecords,
     CreateContainer,
     DestroyContainer,
     FindAddress,
@@ -49,5 +51,7 @@ def execute(action: Action, job: JobContext) -> str:
             return destroy_container(action, job)
         case AdoptContainer():
             return adopt_container(action, job)
+        case ChangeRecords():
+            return change_records(action, job)
         case _:
             assert_never(action)

@@ -160,10 +160,10 @@ class Runner:
                     payload: dict[str, object] = {
                         "vmid": action.vmid,
                         "node": action.node,
-                        "revision": action.desired.revision,
+                        "revision": action.revision,
                         **action.details(),
                     }
-                    job_id = self.store.create_job(action.job_type, action.name, action.desired.profile, payload)
+                    job_id = self.store.create_job(action.job_type, action.name, action.profile, payload)
                     job = _Job(job_id, action, tools)
                     self._in_flight[action.name] = Running(job_id, action)
                     self._queued.setdefault(job.lane, deque()).append(job)
@@ -278,10 +278,10 @@ class Runner:
         return None
 
     def _failed(self, job: _Job, message: str, temporary: bool, output: tuple[str, ...] = ()) -> Attempt:
-        action, d = job.action, job.action.desired
+        action = job.action
         # The message and output reach the status file, pushed to Git: no secret may ride along in them.
         standing = action.standing(job.job_id, failure=scrub(message), output=tuple(scrub(line) for line in output))
         with self._changed:
-            previous = self._attempts.get(d.name)
+            previous = self._attempts.get(action.name)
         worth = action.worth_retry(temporary)
-        return self.policy.next(previous, action.job_type, d.revision, standing, worth, self.clock())
+        return self.policy.next(previous, action.job_type, action.revision, standing, worth, self.clock())

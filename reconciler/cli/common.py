@@ -50,12 +50,16 @@ def take_secrets(config: Config) -> dict[str, str]:
     """The process's environment with each secret read once (stripped, checked, registered with the log
     scrubber), the secrets then removed from os.environ: call it before GitPython is imported."""
     environ = dict(os.environ)
-    for name in (
-        TOKEN_SECRET_ENV,
-        GIT_TOKEN_ENV,
-        TSIG_SECRET_ENV,
-        config.http.webhook_secret_env,
-        config.http.api_token_env,
+    tsig = config.dns.rfc2136.key_secret_env if config.dns and config.dns.rfc2136 else TSIG_SECRET_ENV
+    for name in dict.fromkeys(
+        (
+            TOKEN_SECRET_ENV,
+            GIT_TOKEN_ENV,
+            TSIG_SECRET_ENV,
+            tsig,
+            config.http.webhook_secret_env,
+            config.http.api_token_env,
+        )
     ):
         secret = read_secret(name, environ)
         os.environ.pop(name, None)

@@ -12,6 +12,8 @@ from reconciler.model.errors import ConfigError
 from reconciler.parse import from_validation_error, load_yaml
 
 PACKAGE_SETS_FILE = "package-sets.yaml"
+NODE_EXPORTER = "node"  # the exporter monitoring installs, and its port
+NODE_EXPORTER_PORT = 9100
 # The only things a profile may ask to run after create; requests can name none of them. Node exporter and
 # Docker are enabled whenever monitoring is on or the docker set is chosen, listed or not.
 PostCreateAction = Literal[
@@ -44,6 +46,8 @@ class Profile(BaseModel):
     allow_domain: StrictBool = False
     allow_public_exposure: StrictBool = False
     monitoring: StrictBool = False
+    # Scrape targets a request may add by name beside node exporter's (its own /metrics, say): name -> port.
+    exporters: dict[Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")], int] = {}
     post_create_actions: list[PostCreateAction] = []
     features: Features = Features()
     unprivileged: Literal[True] = True
@@ -62,6 +66,10 @@ class Profile(BaseModel):
     def _consistent(self) -> Profile:
         if self.allow_public_exposure and not self.allow_domain:
             raise ValueError("allow_public_exposure needs allow_domain")
+        if NODE_EXPORTER in self.exporters:
+            raise ValueError(f"exporters: {NODE_EXPORTER} is node exporter's, which monitoring brings on port 9100")
+        if any(not 1 <= port <= 65535 for port in self.exporters.values()):
+            raise ValueError("exporters: ports lie in 1..65535")
         return self
 
 

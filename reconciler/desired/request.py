@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Interface
@@ -119,6 +120,41 @@ class Service(Strict):
         return self
 
 
+# Prometheus's label names; the ones the reconciler sets itself and the `__` prefix Prometheus keeps are refused.
+LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+RESERVED_LABELS = frozenset(
+    {"pve_id", "pve_node", "pve_vmid", "pve_type", "pve_name", "pve_tags", "managed_by", "exporter", "request"}
+)
+
+
+def _label_names(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        if not re.fullmatch(LABEL_NAME, name):
+            raise ValueError(
+                f"label {quoted(name)}: may use a-z, A-Z, 0-9 and '_', not starting with a digit (Prometheus's rule)"
+            )
+        if name.startswith("__"):
+            raise ValueError(f"label {quoted(name)}: names starting with '__' are Prometheus's own")
+        if name in RESERVED_LABELS:
+            raise ValueError(
+                f"label {quoted(name)}: the reconciler sets it itself ({', '.join(sorted(RESERVED_LABELS))})"
+            )
+    return value
+
+
+LabelValue = Annotated[str, StringConstraints(max_length=256), AfterValidator(_plain_text)]
+
+
+class Monitoring(Strict):
+    enabled: StrictBool = Field(default=True, description="install node exporter and write its scrape target")
+    exporters: list[Label] = Field(
+        default=[], description="more scrape targets, by name, from the profile's exporters (name: port)"
+    )
+    labels: Annotated[dict[str, LabelValue], AfterValidator(_label_names)] = Field(
+        default={}, max_length=32, description="labels of your own on the scrape targets"
+    )
+
+
 class Request(Strict):
     """One workload: what the operator wants Proxmox to run."""
 
@@ -134,8 +170,10 @@ class Request(Strict):
     start: StrictBool = True
     network: Network
     service: Service | None = None
-    monitoring: StrictBool | None = Field(
-        default=None, description="profile default when omitted; true installs and enables node exporter"
+    monitoring: StrictBool | Monitoring | None = Field(
+        default=None,
+        description="profile default when omitted; true (or a mapping) installs and enables node exporter and writes"
+        " its scrape target",
     )
     package_sets: list[Label] = Field(
         default=[], description="optional package sets the profile offers, by name (never package names)"
@@ -161,6 +199,7 @@ class Request(Strict):
     migrate: StrictBool = Field(
         default=False, description="a change of node migrates the container (restart mode) instead of being refused"
     )
+    dns: StrictBool = Field(default=True, description="DNS records for the hostname and domain; false opts out")
 
     @model_validator(mode="after")
     def _adopt_needs_vmid(self) -> Request:
@@ -171,6 +210,13 @@ class Request(Strict):
     @property
     def host(self) -> str:
         return self.hostname or self.name
+
+    @property
+    def monitor(self) -> Monitoring | None:
+        """The monitoring the request asks for: None when it leaves it to its profile."""
+        if isinstance(self.monitoring, bool):
+            return Monitoring(enabled=self.monitoring)
+        return self.monitoring
 
 
 def json_schema(profiles: Mapping[str, Profile]) -> str:

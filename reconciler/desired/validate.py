@@ -11,10 +11,19 @@ from collections.abc import Iterable, Mapping
 from pydantic import ValidationError
 
 from reconciler.config import SiteConfig
-from reconciler.desired.profile import Profile
+from reconciler.desired.profile import NODE_EXPORTER, NODE_EXPORTER_PORT, Profile
 from reconciler.desired.request import Request
 from reconciler.desired.setup import NODE_EXPORTER_SET, build_setup
-from reconciler.model.desired import ContainerSpec, Desired, Invalid, Lifecycle, Network, RequestFile, Service
+from reconciler.model.desired import (
+    ContainerSpec,
+    Desired,
+    Invalid,
+    Lifecycle,
+    Network,
+    RequestFile,
+    Scrape,
+    Service,
+)
 from reconciler.model.owner import MONITORING_TAG, NAME_PREFIX, OWNER_TAG, description_for
 from reconciler.model.problem import Problem
 from reconciler.model.vocab import DriftMode, GuestState, NetworkMode
@@ -81,10 +90,29 @@ def _check_setup(request: Request, profile: Profile) -> list[Problem]:
             )
     if len(set(request.package_sets)) != len(request.package_sets):
         problems.append(Problem("package_sets", "names a set twice"))
-    if NODE_EXPORTER_SET in request.package_sets and request.monitoring is False:
+    monitor = request.monitor
+    if NODE_EXPORTER_SET in request.package_sets and monitor is not None and not monitor.enabled:
         problems.append(Problem("package_sets", f"{NODE_EXPORTER_SET} is monitoring: drop it or set monitoring: true"))
     if request.web_server is not None and request.web_server not in profile.web_servers:
         problems.append(Problem("web_server", f"profile {profile.name} has no web server"))
+    return problems + _check_exporters(request, profile)
+
+
+def _check_exporters(request: Request, profile: Profile) -> list[Problem]:
+    """Exporters a request adds must be ones its profile offers, and need monitoring on."""
+    monitor = request.monitor
+    if monitor is None or not monitor.exporters:
+        return []
+    offered = ", ".join(f"{n} ({p})" for n, p in sorted(profile.exporters.items())) or "none"
+    problems = [
+        Problem("monitoring.exporters", f"{name!r} is not an exporter of profile {profile.name} ({offered})")
+        for name in monitor.exporters
+        if name not in profile.exporters
+    ]
+    if len(set(monitor.exporters)) != len(monitor.exporters):
+        problems.append(Problem("monitoring.exporters", "names an exporter twice"))
+    if not monitor.enabled:
+        problems.append(Problem("monitoring.exporters", "need monitoring on: drop them or set enabled: true"))
     return problems
 
 
@@ -148,8 +176,17 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
     bridge = site.bridges.get(net.bridge) if site else None
     gateway = net.gateway or (bridge.gateway if bridge and net.mode == "static" else None)
     service = request.service
-    monitoring = profile.monitoring if request.monitoring is None else request.monitoring
+    monitor = request.monitor
+    monitoring = profile.monitoring if monitor is None else monitor.enabled
     monitoring = monitoring or NODE_EXPORTER_SET in request.package_sets
+    exporters = (
+        (
+            (NODE_EXPORTER, NODE_EXPORTER_PORT),
+            *((n, profile.exporters[n]) for n in (monitor.exporters if monitor else [])),
+        )
+        if monitoring
+        else ()
+    )
     port = (service.port if service else None) or profile.default_port
     container = ContainerSpec(
         node=request.node,
@@ -183,6 +220,8 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
         if service
         else None,
         monitoring=monitoring,
+        scrape=Scrape(exporters, tuple(sorted((monitor.labels if monitor else {}).items()))),
+        dns=request.dns,
         life=Lifecycle(
             state=GuestState(request.state),
             drift=DriftMode(request.drift),

@@ -410,6 +410,23 @@ class JobStore:
                 (request, kind, key, node, state, address, job_id, stamp, stamp),
             )
 
+    def hold_record(self, request: str, name: str, data: str, job_id: int | None) -> None:
+        """Record a DNS record written for a request (one of several: keyed by its name)."""
+        stamp = now()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO inventory (request, kind, key, node, state, address, job_id, created_at, updated_at)"
+                " VALUES (?, ?, ?, '', ?, ?, ?, ?, ?)"
+                " ON CONFLICT (request, kind, key) DO UPDATE SET address=excluded.address, job_id=excluded.job_id,"
+                " updated_at=excluded.updated_at",
+                (request, ResourceKind.DNS, name, ResourceState.CREATED, data, job_id, stamp, stamp),
+            )
+
+    def drop_record(self, request: str, name: str) -> None:
+        """Forget a DNS record of a request: deleted, or found to be no longer the reconciler's."""
+        with self._tx() as db:
+            db.execute("DELETE FROM inventory WHERE request=? AND kind=? AND key=?", (request, ResourceKind.DNS, name))
+
     def set_address(self, request: str, kind: ResourceKind, key: str, address: str) -> None:
         with self._tx() as db:
             db.execute(
@@ -523,9 +540,12 @@ class JobStore:
         return {r[0]: int(r[1]) for r in rows}
 
     def forget(self, request: str) -> None:
-        """The request's container is destroyed: drop what is known of it (its jobs and logs stay, as history)."""
+        """The request's container is destroyed: drop what is known of it (its jobs and logs stay, as history).
+
+        Its DNS records stay in the inventory until they are deleted: they go after the container."""
         with self._tx() as db:
-            for table in ("inventory", "setups", "applied", "corrections", "intents"):
+            db.execute("DELETE FROM inventory WHERE request=? AND kind=?", (request, ResourceKind.LXC))
+            for table in ("setups", "applied", "corrections", "intents"):
                 db.execute(f"DELETE FROM {table} WHERE request=?", (request,))
 
 

@@ -7,13 +7,14 @@ apply's executor registry is checked against; a new kind of work adds a type her
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from reconciler.model.desired import Desired
+from reconciler.model.dns import Record, RecordChange
 from reconciler.model.guest import GuestConfig
-from reconciler.model.standing import Drift, Standing
-from reconciler.model.vocab import JobType, Phase, ResourceKind, SetupState, Slot
+from reconciler.model.standing import DnsPart, Drift, Standing
+from reconciler.model.vocab import DnsState, JobType, Phase, ResourceKind, SetupState, Slot
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ class ActionBase:
     @property
     def name(self) -> str:
         return self.desired.name
+
+    @property
+    def revision(self) -> str | None:
+        return self.desired.revision
+
+    @property
+    def profile(self) -> str | None:
+        return self.desired.profile
 
     def describe(self) -> str:
         """What the action will do, for plans and job logs."""
@@ -264,6 +273,74 @@ class AdoptContainer(ActionBase):
         return f"adopting container {self.vmid} on {self.node}: writing its marker"
 
 
+@dataclass(frozen=True)
+class ChangeRecords:
+    """Create, change or delete a request's DNS records: one signed update per record name, each atomic.
+
+    It needs no Desired: the records of a removed request are deleted too. base is where the request stands
+    apart from its records (its container's standing); a DNS failure fails only the records, never base.
+    """
+
+    base: Standing
+    changes: tuple[RecordChange, ...]
+    records: tuple[Record, ...] = ()  # the request's records once the changes are made
+    profile: str | None = None
+    kind: ClassVar[ResourceKind] = ResourceKind.DNS
+    job_type: ClassVar[JobType] = JobType.DNS
+    creates: ClassVar[bool] = False
+    slot: ClassVar[Slot] = Slot.WAIT  # holds nothing on a node
+    applied: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    @property
+    def revision(self) -> str | None:
+        return self.base.revision
+
+    @property
+    def vmid(self) -> int:
+        return self.base.vmid or 0
+
+    @property
+    def node(self) -> str:
+        return self.base.node or ""
+
+    @property
+    def address(self) -> str | None:
+        return self.base.address
+
+    def describe(self) -> str:
+        return f"DNS records of {self.name}: " + "; ".join(str(c) for c in self.changes)
+
+    def progress(self) -> str:
+        return "updating: " + "; ".join(str(c) for c in self.changes)
+
+    def worth_retry(self, temporary: bool) -> bool:
+        return temporary
+
+    def standing(self, job: int | None = None, failure: str | None = None, output: tuple[str, ...] = ()) -> Standing:
+        """The base standing with its records pending (this job), or failed with the server's answer."""
+        records = tuple(str(r) for r in self.records)
+        before = self.base.dns  # what the rule found: a note, or names it refuses to write
+        if failure is None:
+            state = before.state if before is not None and before.state == DnsState.FAILED else DnsState.PENDING
+            said = "; ".join(m for m in (self.progress(), before.message if before else "") if m)
+            return replace(self.base, job=job, dns=DnsPart(state, records, said))
+        return failed_records(self.base, job, records, failure)
+
+    def details(self) -> dict[str, object]:
+        return {"changes": [str(c) for c in self.changes]}
+
+
+def failed_records(base: Standing, job: int | None, records: tuple[str, ...], failure: str) -> Standing:
+    """base with its DNS records failed: said in the records' part and at the end of the message."""
+    suffix = "; DNS records failed"
+    message = base.message if base.message.endswith(suffix) else base.message + suffix
+    return replace(base, job=job, message=message, dns=DnsPart(DnsState.FAILED, records, failure))
+
+
 def _short(value: str, limit: int = 60) -> str:
     """A value for one line of a plan: long texts (descriptions) cut, empty ones shown as such."""
     flat = value.replace("\n", " ")
@@ -282,4 +359,5 @@ Action = (
     | StopContainer
     | DestroyContainer
     | AdoptContainer
+    | ChangeRecords
 )

@@ -85,6 +85,14 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Scrape:
+    """The scrape targets of a monitored request: (exporter, port) pairs, node exporter first, and its labels."""
+
+    exporters: tuple[tuple[str, int], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Desired:
     """A valid request: what its resources should be, with everything its profile and the site resolve."""
 
@@ -95,6 +103,8 @@ class Desired:
     container: ContainerSpec
     service: Service | None = None
     monitoring: bool = False
+    scrape: Scrape = field(default_factory=Scrape)
+    dns: bool = True  # records for its hostname and domain (dns: false opts out)
     setup: Setup = field(default_factory=Setup)
     life: Lifecycle = field(default_factory=Lifecycle)
 

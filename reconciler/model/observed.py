@@ -8,6 +8,7 @@ from functools import cached_property
 from ipaddress import IPv4Address
 
 from reconciler.model.action import Action
+from reconciler.model.dns import ZoneView
 from reconciler.model.guest import GuestConfig
 from reconciler.model.owner import owner_of
 from reconciler.model.retry import Attempt
@@ -104,6 +105,8 @@ class Observed:
     applied: Mapping[str, Applied] = field(default_factory=dict)  # request -> the values last written
     corrections: Mapping[str, int] = field(default_factory=dict)  # request -> drift corrections in the last hour
     intents: tuple[Intent, ...] = ()  # calls recorded before they were made, outcome not yet seen
+    addresses: Mapping[int, str] = field(default_factory=dict)  # vmid -> eth0's IPv4 as last read (DHCP guests)
+    zones: Mapping[str, ZoneView] = field(default_factory=dict)  # zone -> its last transfer (where one is allowed)
     at: float = 0.0  # wall-clock time of the observation (seconds since the epoch)
 
     @cached_property

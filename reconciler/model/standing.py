@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from reconciler.model.vocab import Phase, SetupState
+from reconciler.model.vocab import DnsState, Phase, SetupState
 
 
 @dataclass(frozen=True, order=True)
@@ -26,6 +26,15 @@ class Refusal:
 
     def __str__(self) -> str:
         return f"{self.field}: asked {self.asked}, kept {self.kept}"
+
+
+@dataclass(frozen=True)
+class DnsPart:
+    """Where a request's DNS records stand, beside its container: a DNS failure fails only this part."""
+
+    state: DnsState
+    records: tuple[str, ...] = ()  # "web.lab.example A 192.168.1.20", as they are (or will be once done)
+    message: str = ""  # what is being done, or the server's answer to the last update
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class Standing:
     drift: tuple[Drift, ...] = ()  # fields changed by hand in Proxmox (or, while adopting, every difference)
     refused: tuple[Refusal, ...] = ()  # changes the request asks that are not made
     flapping: bool = False  # drift came back after corrections: reported, no longer corrected each pass
+    dns: DnsPart | None = None  # its DNS records, when it has or wants some
 
     def same_as(self, other: Standing | None) -> bool:
         """Equal but for the job id: then the older record stands, and its job still explains it."""

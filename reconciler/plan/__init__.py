@@ -10,16 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
+from reconciler.config import DnsConfig
 from reconciler.desired.claims import Claim
-from reconciler.model.action import Action
+from reconciler.model.action import Action, ChangeRecords, failed_records
 from reconciler.model.desired import Desired, Invalid
+from reconciler.model.dns import Record
 from reconciler.model.observed import Observed
 from reconciler.model.owner import owner_of
+from reconciler.model.retry import Attempt
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import JobType, Phase
+from reconciler.model.vocab import GuestState, JobType, Phase, ResourceKind
 from reconciler.parse import counted
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.plan.container import container_rule, drift_of, examine, orphan, unclaimed_creates
+from reconciler.plan.dns import Seen, orphan_records, records_rule, seen, wanted, with_kept_records
 from reconciler.plan.guard import Guard, Held, apply_guard
 
 
@@ -30,6 +34,8 @@ class Plan:
     actions: list[Action] = field(default_factory=list)
     standings: dict[str, Standing] = field(default_factory=dict)
     held: Held | None = None  # what the mass-change guard held back, if it did
+    # Request -> the DNS records it should have now (its container Ready at a known address), for every provider.
+    records: dict[str, tuple[Record, ...]] = field(default_factory=dict)
 
 
 def _taken(observed: Observed, valid: Iterable[Desired]) -> set[int]:
@@ -40,7 +46,7 @@ def _taken(observed: Observed, valid: Iterable[Desired]) -> set[int]:
     # hostname, say): the VMID is still its own once the clash is fixed. An invalid file names none we can trust.
     taken.update(d.life.vmid for d in valid if d.life.vmid is not None)
     taken.update(r.action.vmid for r in observed.in_flight.values())
-    taken.update(h.vmid for held in observed.held.values() for h in held)
+    taken.update(h.vmid for held in observed.held.values() for h in held if h.kind == ResourceKind.LXC)
     return taken
 
 
@@ -50,7 +56,8 @@ def _free(vmids: range, taken: set[int]) -> Iterator[int]:
 
 def _busy(observed: Observed) -> set[str]:
     """Requests that have, or are getting, a container: they keep their domain and address on a clash."""
-    return set(observed.owned) | set(observed.held) | set(observed.in_flight)
+    held = {n for n, found in observed.held.items() if observed.container(n) is not None}
+    return set(observed.owned) | held | set(observed.in_flight)
 
 
 def needs_foreign_addresses(valid: Iterable[Desired], observed: Observed, now: float) -> bool:
@@ -93,6 +100,20 @@ def claims_of(observed: Observed, service_domains: Mapping[str, str | None], vmi
     )
 
 
+def _records(
+    d: Desired, base: Standing, known: Seen, dns: DnsConfig, names: dict[str, str], attempt: Attempt | None, now: float
+) -> tuple[ChangeRecords | None, Standing]:
+    """The request's DNS update to start, if any, and where it stands; a failed one waits out its backoff."""
+    records, standing = records_rule(d, base, known, dns, names)
+    if records is None:
+        return None, standing
+    if attempt is not None and attempt.holds(JobType.DNS, d.revision, now):
+        failure = attempt.standing.dns.message if attempt.standing.dns else attempt.standing.message
+        shown = standing.dns.records if standing.dns else ()
+        return None, failed_records(base, attempt.standing.job, shown, failure)
+    return records, records.standing()
+
+
 def plan(
     valid: Iterable[Desired],
     invalid: Iterable[Invalid],
@@ -107,6 +128,8 @@ def plan(
     guard: Guard | None = None,
     previous: Mapping[str, Standing] | None = None,
     task_timeout: float = 600.0,
+    dns: DnsConfig | None = None,
+    dns_writes: bool = False,
 ) -> Plan:
     """What to do for each valid request, and where every request (and orphaned guest) stands.
 
@@ -116,6 +139,8 @@ def plan(
     request_names are all request files, valid or not: an owned guest whose request file is gone is Orphaned.
     now is the clock the attempts' retry times are read against. setup_on: whether setup in containers runs.
     guard: the mass-change guard (Guard() when None); previous: the statuses before this pass.
+    dns: the DNS config, when records are made; dns_writes: whether they are written to a server (RFC 2136), so
+    that records_rule plans updates (a hosts file alone needs only plan.records).
     """
     valid = list(valid)
     kept, refused = resolve_clashes(valid, claims_of(observed, service_domains or {}, vmids), claimed)
@@ -125,30 +150,49 @@ def plan(
         result.standings[item.name] = invalid_standing(item, observed)
     free = _free(vmids, _taken(observed, valid))
     unclaimed = unclaimed_creates(observed, vmids)
+    known = seen(observed, dns) if dns is not None and dns_writes else None
+    names: dict[str, str] = {}  # record name -> the request that takes it in this plan
     for d in sorted(kept, key=lambda d: d.name):
         examined = examine(d, observed)  # once: the rule and the status's drift both read it
         drift, flapping = drift_of(d, examined)
         running = observed.in_flight.get(d.name)
+        have = known.have.get(d.name, {}) if known is not None else {}
+        attempt = observed.attempts.get(d.name)
         if running is not None:  # never started twice: the job's end brings the next look
             standing = running.action.standing(job=running.job_id)
+            if not isinstance(running.action, ChangeRecords):
+                standing = with_kept_records(standing, have)
         else:
             step = container_rule(
                 d, observed, free, vmids, setup_on, unclaimed=unclaimed, task_timeout=task_timeout, examined=examined
             )
-            attempt = observed.attempts.get(d.name)
             if isinstance(step, Standing):
                 standing = step
+                if known is not None and dns is not None:
+                    records, standing = _records(d, step, known, dns, names, attempt, now)
+                    if records is not None:
+                        result.actions.append(records)
             elif attempt is not None and attempt.holds(step.job_type, d.revision, now):
-                standing = attempt.standing
+                standing = with_kept_records(attempt.standing, have)
             else:
                 result.actions.append(step)
-                standing = step.standing()
+                standing = with_kept_records(step.standing(), have)
         if drift and not standing.drift:  # drift is said in every phase, so it never blinks in and out
             standing = replace(standing, drift=drift, flapping=flapping)
         result.standings[d.name] = standing
-    wanted = set(request_names) | {d.name for d in valid} | set(result.standings)
+        ready_at = standing.address if standing.phase == Phase.READY else None
+        if dns is not None and d.dns and d.life.state != GuestState.ABSENT and ready_at:
+            result.records[d.name] = tuple(sorted(wanted(d, ready_at, dns)[0].values()))
+    wanted_names = set(request_names) | {d.name for d in valid} | set(result.standings)
     for name, guests in sorted(observed.owned.items()):
-        if name not in wanted:
+        if name not in wanted_names:
             result.standings[name] = orphan(name, guests, observed)
     held = apply_guard(guard or Guard(), result.actions, result.standings, dict(previous or {}), len(observed.owned))
+    if known is not None:
+        stay = wanted_names | (held.orphans if held is not None else frozenset())
+        for records in orphan_records(known, stay, result.standings):
+            running = observed.in_flight.get(records.name)
+            attempt = observed.attempts.get(records.name)
+            if running is None and not (attempt is not None and attempt.holds(JobType.DNS, None, now)):
+                result.actions.append(records)
     return replace(result, held=held)

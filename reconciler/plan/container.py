@@ -24,7 +24,16 @@ from reconciler.model.observed import Guest, Observed
 from reconciler.model.owner import owner_of
 from reconciler.model.props import flag
 from reconciler.model.standing import Drift, Refusal, Standing
-from reconciler.model.vocab import DriftMode, GuestState, GuestStatus, JobType, Phase, ResourceState, SetupState
+from reconciler.model.vocab import (
+    DriftMode,
+    GuestState,
+    GuestStatus,
+    JobType,
+    Phase,
+    ResourceKind,
+    ResourceState,
+    SetupState,
+)
 from reconciler.plan.compare import Comparison, compare
 
 FLAP_LIMIT = 3  # drift corrections of one guest within the window before it is called flapping
@@ -66,7 +75,7 @@ def drift_of(d: Desired, examined: Examined) -> tuple[tuple[Drift, ...], bool]:
 def unclaimed_creates(observed: Observed, vmids: range) -> list[int]:
     """Guests in the approved range being created by a task nobody here knows of (a job database lost
     mid-create): until their task ends and their marker shows, they may be a request's container."""
-    known = {h.vmid for held in observed.held.values() for h in held}
+    known = {h.vmid for held in observed.held.values() for h in held if h.kind == ResourceKind.LXC}
     known.update(r.action.vmid for r in observed.in_flight.values())
     return sorted(
         g.vmid
@@ -227,7 +236,10 @@ def _in_place(
     d: Desired, observed: Observed, guest: Guest, setup_on: bool, found: Comparison | None, flapping: bool
 ) -> Action | Standing:
     held = observed.container(d.name)
-    known = held.address if held is not None and held.vmid == guest.vmid else None
+    # The address read last (a DHCP lease can move), else the one found when it was first given.
+    known = observed.addresses.get(guest.vmid) or (
+        held.address if held is not None and held.vmid == guest.vmid else None
+    )
     address = str(d.static_ip) if d.static_ip is not None else known
     if address is None and guest.status == GuestStatus.RUNNING:
         return FindAddress(d, guest.vmid, guest.node)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from reconciler.model.action import (
     Action,
     AdoptContainer,
+    ChangeRecords,
     CreateContainer,
     DestroyContainer,
     FindAddress,
@@ -30,14 +31,14 @@ from reconciler.model.action import (
     UpdateContainer,
 )
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import Phase, Transport
+from reconciler.model.vocab import Phase, RecordOp, Transport
 from reconciler.parse import counted, load_yaml
 from reconciler.report import caddy
 from reconciler.report.steps import setup_lines
 
 INDENT = "    "
 # The kinds of action the JSON's summary counts, in its order.
-KINDS = ("create", "update", "destroy", "resize", "migrate", "start", "stop", "adopt", "setup", "find-address")
+KINDS = ("create", "update", "destroy", "resize", "migrate", "start", "stop", "adopt", "setup", "find-address", "dns")
 NOTES = ("refused", "failing", "orphaned", "invalid")
 
 
@@ -226,6 +227,9 @@ def _action_lines(action: Action, transport: Transport) -> list[str]:
             return [f"= setup {action.name}: {where}, through pct ({transport}):", *steps]
         case FindAddress():
             return [f"@ {action.describe()}"]
+        case ChangeRecords():
+            marks = {RecordOp.CREATE: "+", RecordOp.CHANGE: "~", RecordOp.DELETE: "-"}
+            return [f"= DNS records of {action.name}:", *(f"{INDENT}{marks[c.op]} {c}" for c in action.changes)]
 
 
 def _standing_lines(standing: Standing) -> list[str]:

@@ -10,8 +10,8 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 
-from reconciler.model.standing import Drift, Refusal, Standing
-from reconciler.model.vocab import Phase, SetupState
+from reconciler.model.standing import DnsPart, Drift, Refusal, Standing
+from reconciler.model.vocab import DnsState, Phase, SetupState
 from reconciler.parse import dump_yaml, load_yaml, one_line
 
 MARK = b"# Written by reconciler"
@@ -24,6 +24,10 @@ def render(standing: Standing) -> str:
     doc: dict[str, object] = {"apiVersion": "reconciler/v1", "kind": "Status", **asdict(standing)}
     doc["phase"] = str(standing.phase)
     doc["setup"] = str(standing.setup) if standing.setup is not None else None
+    if standing.dns is None:
+        del doc["dns"]
+    else:
+        doc["dns"] = _dns_doc(standing.dns)
     for key, items in (
         ("problems", standing.problems),
         ("output", standing.output),
@@ -65,6 +69,9 @@ def parse(text: bytes) -> Standing | None:
         if key in fields:
             fields[key] = tuple(kind(**item) for item in fields[key])
     try:
+        if fields.get("dns") is not None:
+            part = fields["dns"]
+            fields["dns"] = DnsPart(DnsState(part["state"]), tuple(part.get("records", ())), part.get("message", ""))
         fields["phase"] = Phase(str(fields.get("phase")))
         if fields.get("setup") is not None:
             fields["setup"] = SetupState(fields["setup"])
@@ -118,7 +125,26 @@ _FIELD_TYPES: dict[str, Callable[[object], bool]] = {
     "drift": _records("field", "desired", "observed"),
     "refused": _records("field", "asked", "kept"),
     "flapping": lambda v: isinstance(v, bool),
+    "dns": _optional(
+        lambda v: (
+            isinstance(v, dict)
+            and set(v) <= {"state", "records", "message"}
+            and isinstance(v.get("state"), str)
+            and _texts(v.get("records", []))
+            and isinstance(v.get("message", ""), str)
+        )
+    ),
 }
+
+
+def _dns_doc(part: DnsPart) -> dict[str, object]:
+    """The status file's `dns:` block: state, then the records and a message where there are some."""
+    doc: dict[str, object] = {"state": str(part.state)}
+    if part.records:
+        doc["records"] = list(part.records)
+    if part.message:
+        doc["message"] = part.message
+    return doc
 
 
 def domain(standing: Standing) -> str | None:
@@ -144,6 +170,7 @@ def document(standing: Standing) -> dict[str, object]:
         "job": standing.job,
         "message": standing.message,
         "problems": list(standing.problems),
+        "dns": _dns_doc(standing.dns) if standing.dns is not None else None,
     }
 
 
