@@ -46,6 +46,10 @@ NOT_PLAIN = "is not a plain file (a symbolic link?), so the reconciler never wri
 FOLLOW_POLL = 5.0  # seconds between checks while `once` waits for a job to end
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class Decision:
     """Desired, observed and the plan between them; valid holds the requests that own their domain and address
@@ -98,13 +102,20 @@ class Reconciler:
         vmids = config.site.vmid_range
         self.vmids = range(vmids.low, vmids.high + 1)
         self.dns = dns
-        owner_id = config.dns.owner_id if config.dns else "reconciler"
-        self.tools = Tools(pve, config.proxmox, pct, self.vmids, dns, owner_id)
+        rfc2136 = config.dns.rfc2136 if config.dns else None
+        self.zones = ZoneCache(refresh=rfc2136.refresh) if rfc2136 is not None and rfc2136.axfr else None
+        self.tools = Tools(
+            pve,
+            config.proxmox,
+            pct,
+            self.vmids,
+            dns,
+            config.dns.owner_id if config.dns else "reconciler",
+            self.zones.written if self.zones is not None else _nothing,
+        )
         self.paths = GeneratedPaths(config.paths)
         self.configs = ConfigCache(refresh=config.proxmox.config_refresh)
         self.addresses = AddressCache(refresh=config.proxmox.address_refresh)
-        rfc2136 = config.dns.rfc2136 if config.dns else None
-        self.zones = ZoneCache(refresh=rfc2136.refresh) if rfc2136 is not None and rfc2136.axfr else None
         self.site_text = site.render(config.site, profiles)  # the site file: fixed for this config and profiles
         self.hand_edits = HandEdits()  # generated files found edited by hand (reconciler_generated_files_hand_edited)
 
@@ -122,7 +133,7 @@ class Reconciler:
         adopting = [d.life.vmid for d in valid if d.life.adopt and d.life.vmid is not None]
         observed = observe(self.pve, self.store, in_flight, attempts, settling, self.configs, adopting, self.addresses)
         if self.zones is not None and self.dns is not None and self.config.dns is not None:
-            observed = replace(observed, zones=self.zones.views(self.dns, self.config.dns.zones, observed.held))
+            observed = replace(observed, zones=self.zones.views(self.dns, self.config.dns.zones))
         now = self.runner.clock()
         if needs_foreign_addresses(valid, observed, now):
             # Addresses on guests the reconciler does not own cost a call each: only when about to use one.

@@ -22,9 +22,9 @@ from reconciler.gateways.sqlite import JobStore
 from reconciler.model.dns import ZoneView
 from reconciler.model.errors import ProxmoxError
 from reconciler.model.guest import GuestConfig
-from reconciler.model.observed import Guest, Held, Observed, Running
+from reconciler.model.observed import Guest, Observed, Running
 from reconciler.model.retry import Attempt
-from reconciler.model.vocab import GuestStatus, ResourceKind
+from reconciler.model.vocab import GuestStatus
 
 log = structlog.get_logger("reconciler.observe")
 READERS = 8  # config reads at once: a first pass over thousands of guests takes seconds, not minutes
@@ -109,29 +109,31 @@ class AddressCache:
 
 @dataclass
 class ZoneCache:
-    """Signed zone transfers of the approved zones: each again after `refresh` seconds, or once the reconciler's
-    own records changed (its inventory of them differs from the one at the last transfer), so a view is never
-    older than what the reconciler itself wrote. A zone whose transfer failed is left out (plan falls back to the
-    inventory) and tried again at its next refresh; the failure is said once until it changes."""
+    """Signed zone transfers of the approved zones: each again after `refresh` seconds, or once a DNS job has
+    written to the server since (`written()`), so a view is never older than what the reconciler itself did. A
+    zone whose transfer failed is left out (plan falls back to the inventory) and tried again at its next
+    refresh; the failure is said once until it changes."""
 
     refresh: float = 300.0
     clock: Callable[[], float] = time.monotonic
-    _seen: dict[str, tuple[ZoneView | None, float, frozenset[tuple[str, str, str | None]]]] = field(
-        default_factory=dict
-    )
+    _seen: dict[str, tuple[ZoneView | None, float, int]] = field(default_factory=dict)
     _said: dict[str, str] = field(default_factory=dict)
+    _writes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def views(
-        self, server: DnsServer, zones: Collection[str], held: Mapping[str, tuple[Held, ...]]
-    ) -> dict[str, ZoneView]:
+    def written(self) -> None:
+        """A DNS job sent updates: every view is read again at the next pass (called from job threads)."""
+        with self._lock:
+            self._writes += 1
+
+    def views(self, server: DnsServer, zones: Collection[str]) -> dict[str, ZoneView]:
         """zone -> its view, for the zones whose transfer succeeded."""
         now = self.clock()
-        ours = frozenset(
-            (h.request, h.key, h.address) for found in held.values() for h in found if h.kind == ResourceKind.DNS
-        )
+        with self._lock:
+            writes = self._writes
         for zone in zones:
             cached = self._seen.get(zone)
-            if cached is not None and cached[2] == ours and now - cached[1] < self.refresh:
+            if cached is not None and cached[2] == writes and now - cached[1] < self.refresh:
                 continue
             try:
                 view: ZoneView | None = server.transfer(zone)
@@ -141,7 +143,7 @@ class ZoneCache:
                 if self._said.get(zone) != exc.reason:
                     log.warning("zone transfer failed", zone=zone, reason=exc.reason)
                     self._said[zone] = exc.reason
-            self._seen[zone] = (view, now, ours)
+            self._seen[zone] = (view, now, writes)
         return {zone: entry[0] for zone, entry in self._seen.items() if zone in zones and entry[0] is not None}
 
 

@@ -150,6 +150,10 @@ PATTERN_WORDS: dict[str, str] = {
     ),
     r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$": "must be host:port, such as 127.0.0.1:9105 or [::1]:9105",
     r"^[A-Z_][A-Z0-9_]*$": "must be an environment variable name: A-Z, 0-9 and '_', not starting with a digit",
+    # DNS_NAME in reconciler/config.py: a zone
+    r"^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$": (
+        "must be a DNS name such as lab.example (letters, digits, '-', dots)"
+    ),
 }
 
 # Pydantic's error types in plain words: what is allowed ({...} from the error's context).

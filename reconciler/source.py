@@ -1,7 +1,7 @@
 """Source: the checkout at one revision, read without following a link (the first step of a pass).
 
 The requests folder is listed before a byte of it is read; desired.files sorts the listing into request files
-and entries refused unread. The reconciler's own status and Caddy files are read back the same way.
+and entries refused unread. The reconciler's own status, Caddy and scrape target files are read back the same way.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reconciler.config import Config
 from reconciler.desired.files import Entry, Kind, sort_out, unopened
@@ -34,7 +34,8 @@ class Source:
     requests_revision: str | None = None  # the last commit that changed requests/
     confirmed: str | None = None  # the revision the confirm file names
     refused: tuple[Invalid, ...] = ()  # entries of requests/ refused unread: links, folders, names, duplicates
-    not_plain: frozenset[str] = frozenset()  # status and Caddy paths holding a link or other non-file: never written
+    not_plain: frozenset[str] = frozenset()  # generated paths holding a link or other non-file: never written
+    targets: dict[str, bytes] = field(default_factory=dict)  # the scrape target files (prometheus.targets)
 
     @property
     def previous(self) -> dict[str, Standing]:
@@ -56,10 +57,15 @@ def read_source(checkout: Checkout, config: Config) -> Source:
     """
     revision = checkout.sync()
     paths = config.paths
-    listed = {folder: checkout.list_dir(folder) for folder in (paths.requests, paths.status, paths.caddy)}
+    targets = config.prometheus.targets
+    folders = (paths.requests, paths.status, paths.caddy, *([targets] if targets else []))
+    listed = {folder: checkout.list_dir(folder) for folder in folders}
     requests = read_request_folder(checkout, paths.requests, listed[paths.requests])
     caddy_files, caddy_odd = read_generated(checkout, paths.caddy, listed[paths.caddy])
     status_files, status_odd = read_generated(checkout, paths.status, listed[paths.status])
+    target_files, targets_odd = (
+        read_generated(checkout, targets, listed[targets], (".json",)) if targets else ({}, frozenset())
+    )
     return Source(
         revision,
         requests.files,
@@ -68,7 +74,8 @@ def read_source(checkout: Checkout, config: Config) -> Source:
         requests.revision,
         confirmed_revision(checkout.read_file(config.guard.confirm_file)),
         requests.refused,
-        caddy_odd | status_odd,
+        caddy_odd | status_odd | targets_odd,
+        target_files,
     )
 
 
@@ -120,11 +127,11 @@ def read_request_folder(
 
 
 def read_generated(
-    checkout: Checkout, folder: str, listed: Mapping[str, os.stat_result]
+    checkout: Checkout, folder: str, listed: Mapping[str, os.stat_result], suffixes: tuple[str, ...] = (".yaml", ".yml")
 ) -> tuple[dict[str, bytes], frozenset[str]]:
     """The plain files of a generated folder (at most MAX_FILE_BYTES + 1 bytes each: load_yaml refuses more),
     and the paths there that are not plain files (never followed, never written)."""
-    names = [n for n in listed if n.endswith((".yaml", ".yml"))]
+    names = [n for n in listed if n.endswith(suffixes)]
     plain = [n for n in names if Entry.of(listed[n].st_mode, 0).kind == Kind.FILE]
     texts = checkout.read_entries(folder, plain, MAX_FILE_BYTES + 1)
     files = {f"{folder}/{n}": t for n, t in texts.items() if t is not None}

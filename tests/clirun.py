@@ -25,6 +25,7 @@ STATUS_KEYS = [
     "job",
     "message",
     "problems",
+    "dns",
 ]
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,11 +18,17 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.rdtypes.txtbase
 import git
 import pytest
 import yaml
@@ -29,8 +37,11 @@ from reconciler.config import TOKEN_SECRET_ENV, Config, SiteConfig, load_config
 from reconciler.demo import AUTHOR, TOKEN_ID, write_config
 from reconciler.desired.profile import builtin_profiles_dir, load_profiles
 from reconciler.fake import DhcpFakePve, add_token, new_fake, serving
+from reconciler.gateways.dns import DnsServer
 from reconciler.gateways.git import seed_bare_repo
 from reconciler.gateways.proxmox import REQUIRED_PRIVILEGES
+from reconciler.model.dns import heritage
+from reconciler.model.secret import Secret
 from reconciler.runtime import Runtime, open_runtime
 
 NODES = ("pve1", "pve2", "pve3")
@@ -476,3 +487,315 @@ def with_provision(config_path: Path, provision: dict[str, Any]) -> Config:
     """Add a provision block to a test config file and load it."""
     config_path.write_text(config_path.read_text() + yaml.safe_dump({"provision": provision}))
     return load_config(config_path)
+
+
+# A real DNS server: BIND's named, unprivileged-style in the foreground on a free loopback port, with a TSIG key.
+
+NAMED = Path("/usr/sbin/named")
+ZONE = "lab.example."
+CLOSED = "closed.example."  # takes updates with the key, never a transfer
+FROZEN = "frozen.example."  # takes no update, whatever the key
+OTHER_TXT = heritage("reconciler", "other")
+
+NAMED_CONF = """\
+options {{
+    directory "{root}";
+    pid-file none;
+    session-keyfile "{root}/session.key";
+    managed-keys-directory "{root}";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    notify no;
+}};
+// No rndc channel: it would listen on 127.0.0.1:953 and clash with a second server.
+controls {{ }};
+key "reconciler" {{
+    algorithm hmac-sha256;
+    secret "{secret}";
+}};
+zone "lab.example" {{
+    type primary;
+    file "{root}/lab.example.zone";
+    allow-update {{ key reconciler; }};
+    allow-transfer {{ key reconciler; }};
+}};
+zone "closed.example" {{
+    type primary;
+    file "{root}/closed.example.zone";
+    allow-update {{ key reconciler; }};
+    allow-transfer {{ none; }};
+}};
+zone "frozen.example" {{
+    type primary;
+    file "{root}/frozen.example.zone";
+    allow-update {{ none; }};
+    allow-transfer {{ key reconciler; }};
+}};
+"""
+
+ZONE_FILE = """\
+$TTL 300
+@       IN SOA ns.{zone} hostmaster.{zone} 1 3600 600 86400 300
+@       IN NS  ns.{zone}
+ns      IN A   127.0.0.1
+; someone else's record, with no ownership TXT
+taken   IN A   192.0.2.99
+; a record the reconciler wrote for another request
+shared  IN A   192.0.2.60
+_reconciler.shared IN TXT "{other}"
+"""
+
+
+@dataclass
+class Bind:
+    port: int
+    secret: str  # the key's base64, as named.conf and $RECONCILER_TSIG_SECRET hold it
+    log: Path
+
+    def server(self, secret: str | None = None) -> DnsServer:
+        """The gateway for this server, with its key unless given another secret."""
+        return DnsServer("127.0.0.1", self.port, "reconciler", "hmac-sha256", Secret(secret or self.secret))
+
+    def ask(self, name: str, rtype: str) -> list[str]:
+        """The server's answer for name and type, asked without the gateway: addresses, targets, TXT texts."""
+        response = dns.query.tcp(dns.message.make_query(name, rtype), "127.0.0.1", timeout=5, port=self.port)
+        assert response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN), dns.rcode.to_text(response.rcode())
+        out = []
+        for rrset in response.answer:
+            if rrset.rdtype != dns.rdatatype.from_text(rtype):
+                continue
+            for rdata in rrset:
+                if isinstance(rdata, dns.rdtypes.txtbase.TXTBase):
+                    out.append(b"".join(rdata.strings).decode())
+                else:
+                    out.append(rdata.to_text())
+        return sorted(out)
+
+    def ttl(self, name: str, rtype: str) -> int:
+        response = dns.query.tcp(dns.message.make_query(name, rtype), "127.0.0.1", timeout=5, port=self.port)
+        return int(response.answer[0].ttl)
+
+
+def free_dual_port() -> int:
+    """A loopback port free for both TCP and UDP (a DNS server listens on both)."""
+    while True:
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def start_named(root: Path) -> Iterator[Bind]:
+    """Run named -g with the two zones on a free loopback port until the generator is closed."""
+    if not NAMED.exists():
+        pytest.skip("BIND (Debian package bind9) not installed: RFC 2136 updates and zone transfers not tested")
+    root.mkdir(parents=True, exist_ok=True)
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    port = free_dual_port()
+    (root / "named.conf").write_text(NAMED_CONF.format(root=root, port=port, secret=secret))
+    for zone in (ZONE, CLOSED, FROZEN):
+        (root / f"{zone}zone").write_text(ZONE_FILE.format(zone=zone, other=OTHER_TXT))
+    log = root / "named.log"
+    with open(log, "ab") as out:
+        # -g: foreground, log to stderr; -4: the conf listens on IPv4 loopback only.
+        proc = subprocess.Popen(
+            [str(NAMED), "-g", "-4", "-c", str(root / "named.conf")], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        query = dns.message.make_query(ZONE, "SOA")
+        while True:
+            try:
+                # Both transports: updates and transfers use TCP, a resolver asks over UDP first.
+                udp = dns.query.udp(query, "127.0.0.1", timeout=0.2, port=port)
+                tcp = dns.query.tcp(query, "127.0.0.1", timeout=1, port=port)
+                if udp.answer and tcp.answer:
+                    break
+            except (OSError, dns.exception.DNSException):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"named did not answer on port {port}:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield Bind(port, secret, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def bind(tmp_path: Path) -> Iterator[Bind]:
+    yield from start_named(tmp_path / "bind")
+
+
+# A real Prometheus from Debian, reading file_sd target files, on a free loopback port.
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+
+PROMETHEUS_YML = """\
+global:
+  scrape_interval: 1h  # the test reads discovery, not samples
+scrape_configs:
+  - job_name: reconciler
+    file_sd_configs:
+      - files: ['{targets}/*.json']
+"""
+
+
+@dataclass
+class Prometheus:
+    port: int
+    targets_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def active_targets(self) -> list[dict[str, Any]]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/targets?state=active"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return list(body["data"]["activeTargets"])
+
+    def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        """Poll until check() holds; discovery batches its updates every 5 s, so the deadline is generous."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"waited {timeout} s for {what}; Prometheus log:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+
+def start_prometheus(root: Path) -> Iterator[Prometheus]:
+    """Prometheus with one file_sd job reading root/targets/*.json, on a free loopback port."""
+    if not (Path(PROMETHEUS).exists() and Path(PROMTOOL).exists()):
+        pytest.skip("Prometheus (Debian package prometheus) not installed: target files not read by Prometheus")
+    targets_dir = root / "targets"
+    targets_dir.mkdir(parents=True)
+    config = root / "prometheus.yml"
+    config.write_text(PROMETHEUS_YML.format(targets=targets_dir))
+    check = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    port = free_port()
+    log = root / "prometheus.log"
+    with open(log, "ab") as out:
+        # The Debian package's default console paths (/etc/prometheus/consoles...) are only read when /consoles
+        # is asked for, so no flag for them is needed.
+        proc = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Prometheus(port, targets_dir, log, proc)
+    try:
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
+                    return int(response.status) == 200
+            except (urllib.error.URLError, OSError):
+                return False
+
+        server.wait_for(ready, "Prometheus to be ready")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(15)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
+    yield from start_prometheus(tmp_path / "prometheus")
+
+
+# A real dnsmasq serving a folder of hosts files (--hostsdir), on a free loopback port.
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+
+
+@dataclass
+class Dnsmasq:
+    port: int
+    hostsdir: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def ask(self, name: str, rtype: str = "A", timeout: float = 2) -> tuple[str, list[str]]:
+        """The rcode and the addresses dnsmasq answers for name."""
+        response = dns.query.udp(dns.message.make_query(name, rtype), "127.0.0.1", timeout=timeout, port=self.port)
+        return dns.rcode.to_text(response.rcode()), sorted(r.to_text() for rrset in response.answer for r in rrset)
+
+    def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if check():
+                    return
+            except (OSError, dns.exception.DNSException):
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"waited {timeout} s for {what}; dnsmasq log:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+
+def start_dnsmasq(root: Path, zone: str = "lab.test") -> Iterator[Dnsmasq]:
+    """dnsmasq serving only the hosts files in root/hosts (re-read on change, by inotify) for zone."""
+    if not Path(DNSMASQ).exists():
+        pytest.skip("dnsmasq (Debian package dnsmasq-base) not installed: the hosts file not read by a resolver")
+    hostsdir = root / "hosts"
+    hostsdir.mkdir(parents=True)
+    port = free_dual_port()
+    log = root / "dnsmasq.log"
+    with open(log, "ab") as out:
+        # --no-daemon: foreground, no pid file and no change of user (as root it would become nobody, who cannot
+        # read pytest's private tmp directory); --local: names of the zone it does not know are NXDOMAIN, not
+        # forwarded (there is no upstream) or REFUSED.
+        proc = subprocess.Popen(
+            [
+                DNSMASQ,
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                f"--port={port}",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                f"--hostsdir={hostsdir}",
+                f"--local=/{zone}/",
+                "--log-facility=-",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Dnsmasq(port, hostsdir, log, proc)
+    try:
+        server.wait_for(lambda: server.ask(f"ready.{zone}", timeout=0.2)[0] == "NXDOMAIN", "dnsmasq to answer")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def dnsmasq(tmp_path: Path) -> Iterator[Dnsmasq]:
+    yield from start_dnsmasq(tmp_path / "dnsmasq")

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_plan import RANGE, desired, guest, held
 
 from reconciler.config import DnsConfig
 from reconciler.model.action import ChangeRecords
@@ -15,7 +16,6 @@ from reconciler.model.observed import Held, Observed
 from reconciler.model.retry import RetryPolicy
 from reconciler.model.vocab import DnsState, GuestState, JobType, Phase, RecordOp, RecordType, ResourceKind
 from reconciler.plan import Plan, plan
-from tests.test_plan import RANGE, desired, guest, held
 
 DNS = DnsConfig(zone="lab.example", ttl=300)
 ZONE = "lab.example."

@@ -71,7 +71,7 @@ def test_everything_the_reconciler_does_goes_through_with_exactly_the_readme_rol
     push(operator, "keep")  # a bystander: the mass-change guard lets one of two go
     push(operator, "svc", start=False)
     push(operator, "legacy", vmid=FOREIGN, adopt=True)
-    runtime.reconciler.once()  # create (not started), create and find its address, adopt
+    runtime.reconciler.once()  # create (not started), create (its lease read with its state), adopt
 
     changes: list[dict[str, Any]] = [
         {"start": True},  # start
@@ -93,8 +93,7 @@ def test_everything_the_reconciler_does_goes_through_with_exactly_the_readme_rol
 
     jobs = runtime.store.jobs(limit=100)
     assert {(j.type, j.status) for j in jobs} == {
-        (kind, "succeeded")
-        for kind in ("create", "find-address", "adopt", "start", "update", "migrate", "stop", "destroy")
+        (kind, "succeeded") for kind in ("create", "adopt", "start", "update", "migrate", "stop", "destroy")
     }
     assert hostnames(cluster) == ["keep", "legacy"]
     assert status_of(operator, "svc")["phase"] == "Deleted"

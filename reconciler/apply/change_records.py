@@ -39,6 +39,7 @@ def change_records(action: ChangeRecords, job: JobContext) -> str:
     done = 0
     for change in action.changes:
         try:
+            job.tools.records_written()  # before: an update whose answer is lost may still have been made
             said = _apply(server, change, txt)
         except DnsError as exc:
             job.log.error(f"{change}: {exc.reason}", answer=exc.answer)

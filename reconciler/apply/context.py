@@ -47,6 +47,7 @@ class Tools:
     vmids: range = range(0)  # the approved range, where a create refused for a taken id chooses again
     dns: DnsServer | None = None  # None when dns.rfc2136 is not configured
     dns_owner: str = "reconciler"  # dns.owner_id, written into each record's ownership TXT
+    records_written: Callable[[], None] = lambda: None  # a DNS job sent updates: zone views are stale
 
 
 class JobLog:

@@ -9,9 +9,10 @@ reconciler_requests_in_backoff
 reconciler_requests_drifted (status lists drift: fields of the guest changed by hand in Proxmox)
 reconciler_requests_flapping (drift that came back after corrections: reported, no longer corrected each pass)
 reconciler_requests_refused (status lists refused: a change that cannot be made in place, nothing changed)
+reconciler_requests_dns{state="Ready|Pending|Failed"} (requests by the state of their DNS records)
 reconciler_mass_change_held (1 while the mass-change guard holds destroys, stops and orphans back)
 reconciler_generated_files_hand_edited (status and Caddy files that lost their header or became a link: left stale)
-reconciler_jobs_total{type="create|start|find-address|provision|update|migrate|stop|destroy|adopt|validate",
+reconciler_jobs_total{type="create|start|find-address|provision|update|migrate|stop|destroy|adopt|dns|validate",
     result="succeeded|failed"}
 reconciler_job_duration_seconds{type} (histogram)
 reconciler_proxmox_requests_total{method, status}
@@ -35,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from reconciler import __version__
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import JobType, Phase
+from reconciler.model.vocab import DnsState, JobType, Phase
 
 CYCLE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 JOB_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -76,6 +77,12 @@ class Metrics:
         self.refused = Gauge(
             "reconciler_requests_refused",
             "Requests asking a change that cannot be made in place (status refused); nothing was changed.",
+            registry=r,
+        )
+        self.dns = Gauge(
+            "reconciler_requests_dns",
+            "Requests by the state of their DNS records (status dns.state); Failed: see the status's dns.message.",
+            ["state"],
             registry=r,
         )
         self.mass_change_held = Gauge(
@@ -139,6 +146,8 @@ class Metrics:
             self.reloads.labels(result)
         for phase in Phase:
             self.requests.labels(phase).set(0)
+        for state in DnsState:
+            self.dns.labels(state).set(0)
         for job_type in JobType:
             for result in ("succeeded", "failed"):
                 self.jobs.labels(job_type, result)
@@ -163,6 +172,8 @@ class Metrics:
         self.drifted.set(sum(1 for s in statuses.values() if s.drift))
         self.flapping.set(sum(1 for s in statuses.values() if s.flapping))
         self.refused.set(sum(1 for s in statuses.values() if s.refused))
+        for state in DnsState:
+            self.dns.labels(state).set(sum(1 for s in statuses.values() if s.dns is not None and s.dns.state == state))
         self.mass_change_held.set(1 if held else 0)
 
     def exposition(self) -> bytes:
