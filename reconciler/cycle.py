@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -31,19 +31,24 @@ from reconciler.model.desired import Desired
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Observed
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import GuestState, JobType, Phase, ResourceKind
+from reconciler.model.vocab import GuestState, JobType, Phase, RecordType, ResourceKind
 from reconciler.observe import AddressCache, ConfigCache, ZoneCache, foreign_addresses, observe
 from reconciler.parse import MAX_FILE_BYTES
 from reconciler.plan import Plan, needs_foreign_addresses, plan
 from reconciler.plan.guard import Guard
-from reconciler.report import caddy, site, status
+from reconciler.report import caddy, hosts, site, status, targets
 from reconciler.report.files import GeneratedPaths, HandEdits, changes, hand_edited
+from reconciler.report.targets import Target
 from reconciler.source import Source, read_source, routed_paths
 
 log = structlog.get_logger("reconciler.cycle")
 HAND_EDITED = "has lost the reconciler's header, so it is no longer updated"
 NOT_PLAIN = "is not a plain file (a symbolic link?), so the reconciler never writes it"
-FOLLOW_POLL = 5.0  # seconds between checks while `once` waits for a job to end
+FOLLOW_POLL = 5.0
+Keep = Callable[[str | None], bool]  # whether a request that wants nothing now keeps what it has (see kept)
+Files = dict[
+    str, str | None
+]  # path -> text to write, or None to delete  # seconds between checks while `once` waits for a job to end
 
 
 def _nothing() -> None:
@@ -113,7 +118,7 @@ class Reconciler:
             config.dns.owner_id if config.dns else "reconciler",
             self.zones.written if self.zones is not None else _nothing,
         )
-        self.paths = GeneratedPaths(config.paths)
+        self.paths = GeneratedPaths(config.paths, config.prometheus.targets)
         self.configs = ConfigCache(refresh=config.proxmox.config_refresh)
         self.addresses = AddressCache(refresh=config.proxmox.address_refresh)
         self.site_text = site.render(config.site, profiles)  # the site file: fixed for this config and profiles
@@ -292,19 +297,73 @@ class Reconciler:
         log.warning("request invalid", request=new.name, job_id=job_id, problems=new.problems)
         return replace(new, job=job_id)
 
-    def _site_file(self) -> tuple[dict[str, str | None], dict[str, tuple[bytes, str]]]:
-        """The site file (config.site and the profiles, for `validate`) when its content differs; and, when it
-        is there without the reconciler's header or is no plain file, that finding (left as it is)."""
-        path = self.paths.site
-        existing = self.checkout.read_file(path, max(MAX_FILE_BYTES, len(self.site_text.encode())) + 1)
+    def _single_file(
+        self, path: str, build: Callable[[bytes | None], str], owned: Callable[[bytes], bool]
+    ) -> tuple[dict[str, str | None], dict[str, tuple[bytes, str]]]:
+        """A single generated file (the site file, the hosts file): its change when its content differs from what
+        build() makes of the one there; and, when it is there without the reconciler's header or is no plain
+        file, that finding (it is left as it is)."""
+        existing = self.checkout.read_file(path, MAX_FILE_BYTES * 16 + 1)
         if existing is None and (self.checkout.link_in_path(path) or os.path.lexists(self.checkout.path / path)):
             # A link (in its path or itself), a folder or a pipe: never written through.
             return {}, {path: (b"not a plain file", NOT_PLAIN)}
-        found = hand_edited({path: existing} if existing is not None else {}, [path], site.is_generated)
         current = {path: existing} if existing is not None else {}
-        return changes(current, {path: self.site_text}, site.is_generated), {
-            p: (text, HAND_EDITED) for p, text in found.items()
-        }
+        found = hand_edited(current, [path], owned)
+        text = build(existing if existing is not None and owned(existing) else None)
+        return changes(current, {path: text}, owned), {p: (t, HAND_EDITED) for p, t in found.items()}
+
+    def _targets(self, source: Source, decision: Decision, statuses: Mapping[str, Standing], keep: Keep) -> Files:
+        """One file_sd file per monitored request whose container is Ready (prometheus.targets)."""
+        if self.config.prometheus.targets is None:
+            return {}
+        wanted: dict[str, str] = {}
+        for d in decision.valid:
+            s = statuses[d.name]
+            if not (d.monitoring and d.scrape.exporters and d.life.state == GuestState.PRESENT):
+                continue
+            if s.phase == Phase.READY and s.address and s.vmid is not None and s.node:
+                guest = decision.observed.by_vmid.get(s.vmid)
+                target = Target(
+                    d.name,
+                    s.address,
+                    d.scrape.exporters,
+                    s.vmid,
+                    s.node,
+                    guest.name if guest else d.container.hostname,
+                    tags=guest.tags if guest else (),
+                    labels=dict(d.scrape.labels),
+                )
+                wanted[self.paths.target(d.name)] = targets.render(target)
+        # A monitored request not Ready (yet, or again) keeps its target, as an exposed one keeps its route.
+        scraped = {d.name for d in decision.valid if d.monitoring and d.life.state == GuestState.PRESENT}
+
+        def kept(path: str, text: bytes) -> bool:
+            who = targets.owner(text)
+            return who in scraped or keep(who)
+
+        return changes(source.targets, wanted, targets.is_generated, kept)
+
+    def _hosts(self, decision: Decision, keep: Keep) -> tuple[dict[str, str | None], dict[str, tuple[bytes, str]]]:
+        """The hosts-format file (dns.hosts_file): every request's names at its address, once it is Ready."""
+        dns = self.config.dns
+        if dns is None or dns.hosts_file is None:
+            return {}, {}
+        named = {d.name: d for d in decision.valid if d.dns and d.life.state != GuestState.ABSENT}
+
+        def build(existing: bytes | None) -> str:
+            before = hosts.parse(existing) if existing is not None else {}
+            entries = []
+            for name, d in sorted(named.items()):
+                records = decision.plan.records.get(name)
+                address = next((r.value for r in records or () if r.type == RecordType.A), None)
+                if records and address:
+                    entries.append(hosts.Entry(name, d.path, address, tuple(r.name.rstrip(".") for r in records)))
+                elif name in before:  # not Ready (yet, or again): it keeps the names it had
+                    entries.append(hosts.Entry(name, d.path, *before[name]))
+            entries += [hosts.Entry(n, f"{n} (kept)", *e) for n, e in before.items() if n not in named and keep(n)]
+            return hosts.render(entries)
+
+        return self._single_file(dns.hosts_file, build, hosts.is_generated)
 
     def generated_files(
         self, source: Source, decision: Decision, statuses: Mapping[str, Standing]
@@ -331,17 +390,22 @@ class Reconciler:
         invalid = {n for n, s in statuses.items() if s.phase == Phase.INVALID}
         held = decision.plan.held.orphans if decision.plan.held is not None else frozenset()
 
+        def kept(who: str | None) -> bool:
+            # A request whose file turned invalid keeps what it had (a typo should not take a site down), and
+            # so does one whose removal the mass-change guard holds back. A removed one loses it.
+            return (who in invalid and who in stems) or who in held
+
         def keep(path: str, text: bytes) -> bool:
-            # An exposed request without a known address yet keeps its route; so does one whose file
-            # turned invalid (a typo should not take a site down), and one whose removal the mass-change guard
-            # holds back. A removed (or absent, or unexposed) one loses it.
+            # An exposed request without a known address yet keeps its route too; an unexposed one loses it.
             who = caddy.owner(text)
-            return claimed.get(path) == who or (who in invalid and who in stems) or who in held
+            return claimed.get(path) == who or kept(who)
 
         out.update(changes(source.caddy, wanted_caddy, caddy.is_generated, keep))
-        site_changes, site_found = self._site_file()
-        out.update(site_changes)
-        self._report_hand_edits(source, wanted_status, out, site_found)
+        out.update(self._targets(source, decision, statuses, kept))
+        site_changes, found = self._single_file(self.paths.site, lambda _: self.site_text, site.is_generated)
+        hosts_changes, hosts_found = self._hosts(decision, kept)
+        out.update(site_changes | hosts_changes)
+        self._report_hand_edits(source, wanted_status, out, found | hosts_found)
         return out
 
     def _report_hand_edits(

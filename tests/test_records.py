@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Bind, FakeCluster, OperatorClone, free_dual_port, request_yaml, start_named
+from conftest import (
+    Bind,
+    FakeCluster,
+    OperatorClone,
+    free_dual_port,
+    request_yaml,
+    start_dnsmasq,
+    start_named,
+    start_prometheus,
+)
 
 from reconciler.config import TSIG_SECRET_ENV, Config, load_config
 from reconciler.model.dns import Record, RecordChange, heritage
@@ -230,3 +239,102 @@ def test_a_transfer_finds_the_records_of_a_removed_request_and_deletes_only_ours
     # The zone file's `shared` says it is this reconciler's, for a request `other` that has no file: gone too.
     assert bind.ask("shared.lab.example", "A") == []
     assert bind.ask("taken.lab.example", "A") == ["192.0.2.99"]  # no ownership record: never touched
+
+
+def with_outputs(config_path: Path) -> Config:
+    """The test config with a hosts file and scrape target files (no DNS server)."""
+    raw = yaml.safe_load(config_path.read_text())
+    raw["proxmox"]["address_refresh"] = 0
+    raw["dns"] = {"zone": "lab.example", "hosts_file": "dns/reconciler.hosts"}
+    raw["prometheus"] = {"targets": "prometheus/targets"}
+    config_path.write_text(yaml.safe_dump(raw))
+    return load_config(config_path)
+
+
+def publish(operator: OperatorClone, relative: str, folder: Path) -> None:
+    """The operator's pipeline: copy a generated file (or every file of a generated folder) from the repo's
+    head to where a server reads it; what the repo no longer has goes there too."""
+    operator.pull()
+    source = operator.path / relative
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {p.name: p.read_bytes() for p in (source.iterdir() if source.is_dir() else [source]) if p.exists()}
+    for stale in [p for p in folder.iterdir() if p.name not in wanted]:
+        stale.unlink()
+    for name, data in wanted.items():
+        (folder / name).write_bytes(data)
+
+
+def test_a_ready_workload_resolves_through_the_hosts_file_in_dnsmasq_until_it_goes(
+    operator: OperatorClone, cluster: FakeCluster, config_path: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    dnsmasq = start_dnsmasq(tmp_path / "dnsmasq", "lab.example")
+    server = next(dnsmasq)
+    try:
+        config = with_outputs(config_path)
+        operator.write("requests/web.yaml", request_yaml("web", **WEB))
+        operator.write("requests/keep.yaml", request_yaml("keep"))  # a bystander for the mass-change guard
+        operator.push("add web")
+        runtime = opened(config, env)
+        try:
+            address = runtime.reconciler.once().statuses["web"].address
+            publish(operator, "dns/reconciler.hosts", server.hostsdir)
+            server.wait_for(lambda: server.ask("web.lab.example") == ("NOERROR", [str(address)]), "web to resolve")
+            assert server.ask("www.lab.example") == ("NOERROR", [str(address)])
+
+            operator.write("requests/web.yaml", request_yaml("web", **WEB, state="absent"))
+            operator.push("web absent")
+            runtime.reconciler.once()
+        finally:
+            runtime.close()
+        publish(operator, "dns/reconciler.hosts", server.hostsdir)
+        server.wait_for(lambda: server.ask("web.lab.example")[0] == "NXDOMAIN", "web to be gone")
+        assert server.ask("www.lab.example")[0] == "NXDOMAIN"
+        assert server.ask("keep.lab.example")[0] == "NOERROR"
+    finally:
+        dnsmasq.close()
+
+
+def test_a_monitored_workload_is_a_prometheus_target_with_its_labels_until_it_goes(
+    operator: OperatorClone, cluster: FakeCluster, config_path: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    prometheus = start_prometheus(tmp_path / "prometheus")
+    server = next(prometheus)
+    try:
+        config = with_outputs(config_path)
+        monitoring = {"exporters": ["app"], "labels": {"team": "web"}}
+        operator.write("requests/web.yaml", request_yaml("web", **WEB, monitoring=monitoring, tags=["blue"]))
+        operator.write("requests/keep.yaml", request_yaml("keep", monitoring=False))
+        operator.push("add web")
+        runtime = opened(config, env)
+        try:
+            status = runtime.reconciler.once().statuses["web"]
+            publish(operator, "prometheus/targets", server.targets_dir)
+            assert sorted(p.name for p in server.targets_dir.iterdir()) == ["web.json"]  # keep is not monitored
+
+            def found() -> dict[str, dict[str, str]]:
+                return {t["labels"]["exporter"]: t["labels"] for t in server.active_targets()}
+
+            server.wait_for(lambda: len(found()) == 2, "web's two targets")
+            node = found()["node"]
+            assert node["instance"] == f"{status.address}:9100"
+            assert found()["app"]["instance"] == f"{status.address}:8080"
+            assert {k: node[k] for k in ("pve_id", "pve_node", "pve_vmid", "pve_type", "pve_name", "managed_by")} == {
+                "pve_id": f"lxc/{status.vmid}",
+                "pve_node": "pve1",
+                "pve_vmid": str(status.vmid),
+                "pve_type": "lxc",
+                "pve_name": "web",
+                "managed_by": "reconciler",
+            }
+            assert node["team"] == "web" and node["request"] == "web"
+            assert set(node["pve_tags"].split(";")) == {"blue", "monitoring", "reconciler", "reconciler.web"}
+
+            operator.write("requests/web.yaml", request_yaml("web", **WEB, state="absent"))
+            operator.push("web absent")
+            runtime.reconciler.once()
+        finally:
+            runtime.close()
+        publish(operator, "prometheus/targets", server.targets_dir)
+        server.wait_for(lambda: server.active_targets() == [], "web's targets to go")
+    finally:
+        prometheus.close()

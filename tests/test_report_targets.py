@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from conftest import Prometheus, free_port
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler.desired.request import LABEL_NAME, label_problem
 from reconciler.report import targets
 from reconciler.report.targets import Target
 
@@ -120,7 +122,7 @@ def test_the_marker_is_the_managed_by_label_on_every_group() -> None:
 
 @pytest.mark.parametrize("name", ["team", "_x", "Team_Name2", "pve_idx", "A"])
 def test_a_prometheus_label_name_is_allowed(name: str) -> None:
-    assert targets.label_problem(name) is None
+    assert label_problem(name) is None
 
 
 @pytest.mark.parametrize(
@@ -139,7 +141,7 @@ def test_a_prometheus_label_name_is_allowed(name: str) -> None:
 def test_a_label_name_prometheus_refuses_or_the_reconciler_sets_is_a_problem_in_plain_words(
     name: str, problem: str
 ) -> None:
-    found = targets.label_problem(name)
+    found = label_problem(name)
     assert found is not None and found.startswith(problem)
 
 
@@ -170,10 +172,10 @@ def test_any_target_renders_as_a_file_sd_list_that_is_the_reconcilers(target: Ta
         assert set(group) == {"targets", "labels"}
         assert group["targets"] == [f"{target.address}:{port}"]
         labels = group["labels"]
-        assert all(isinstance(k, str) and targets.LABEL_NAME.fullmatch(k) for k in labels)
+        assert all(isinstance(k, str) and re.fullmatch(LABEL_NAME, k) for k in labels)
         assert all(isinstance(v, str) for v in labels.values())
         assert not any(k.startswith("__") for k in labels)
-        own = {k: v for k, v in target.labels.items() if targets.label_problem(k) is None}
+        own = {k: v for k, v in target.labels.items() if label_problem(k) is None}
         assert labels == {**own, **pve_labels(target, exporter)}
     assert targets.is_generated(text.encode()) and targets.owner(text.encode()) == target.request
     assert text.endswith("]\n") and targets.render(target) == text and text.isascii()

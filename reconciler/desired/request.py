@@ -127,18 +127,21 @@ RESERVED_LABELS = frozenset(
 )
 
 
+def label_problem(name: str) -> str | None:
+    """Why a request may not set a scrape target label of this name, in plain words; None when it may."""
+    if not re.fullmatch(LABEL_NAME, name):
+        return f"label {quoted(name)}: may use a-z, A-Z, 0-9 and '_', not starting with a digit (Prometheus's rule)"
+    if name.startswith("__"):
+        return f"label {quoted(name)}: names starting with '__' are Prometheus's own"
+    if name in RESERVED_LABELS:
+        return f"label {quoted(name)}: the reconciler sets it itself ({', '.join(sorted(RESERVED_LABELS))})"
+    return None
+
+
 def _label_names(value: dict[str, str]) -> dict[str, str]:
     for name in value:
-        if not re.fullmatch(LABEL_NAME, name):
-            raise ValueError(
-                f"label {quoted(name)}: may use a-z, A-Z, 0-9 and '_', not starting with a digit (Prometheus's rule)"
-            )
-        if name.startswith("__"):
-            raise ValueError(f"label {quoted(name)}: names starting with '__' are Prometheus's own")
-        if name in RESERVED_LABELS:
-            raise ValueError(
-                f"label {quoted(name)}: the reconciler sets it itself ({', '.join(sorted(RESERVED_LABELS))})"
-            )
+        if (problem := label_problem(name)) is not None:
+            raise ValueError(problem)
     return value
 
 

@@ -1,5 +1,5 @@
-"""Where generated files may go: only into the configured status and Caddy directories, and the one site file,
-by construction."""
+"""Where generated files may go: only into the configured status, Caddy and scrape target directories, and the
+single files (site, hosts), by construction."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ _SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]")
 class GeneratedPaths:
     """Builds every path the reconciler writes; none can leave its directory."""
 
-    def __init__(self, paths: PathsConfig) -> None:
+    def __init__(self, paths: PathsConfig, targets: str | None = None) -> None:
         self.status_dir = PurePosixPath(paths.status)
         self.caddy_dir = PurePosixPath(paths.caddy)
         self.site = str(PurePosixPath(paths.site))  # the config's value: relative, inside the repository
+        self.targets_dir = PurePosixPath(targets) if targets else None
 
     def status(self, stem: str) -> str:
         """status/<stem>.yaml for the request file requests/<stem>.yaml (any stem, made safe)."""
@@ -32,6 +33,13 @@ class GeneratedPaths:
         if not re.fullmatch(DOMAIN, domain):
             raise ValueError(f"not a domain name: {domain!r}")
         return self._inside(self.caddy_dir, f"{domain}.yaml")
+
+    def target(self, request: str) -> str:
+        """prometheus/targets/<request>.json (prometheus.targets must be set)."""
+        if self.targets_dir is None:
+            raise ValueError("prometheus.targets is not set")
+        safe = _SAFE_STEM.sub("_", request).lstrip(".") or "_"
+        return self._inside(self.targets_dir, f"{safe}.json")
 
     @staticmethod
     def _inside(directory: PurePosixPath, filename: str) -> str:

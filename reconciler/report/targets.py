@@ -26,19 +26,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from reconciler.parse import quoted
+from reconciler.desired.request import label_problem
 
 MANAGED_BY = "reconciler"
-LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-# The labels the reconciler sets itself; a request's own labels may not take these names.
-RESERVED_LABELS = frozenset(
-    {"pve_id", "pve_node", "pve_vmid", "pve_type", "pve_name", "pve_tags", "managed_by", "exporter", "request"}
-)
 # A target file is a few KiB; reading past this to decide whether a file is the reconciler's is never needed.
 _MAX_READ = 1024 * 1024
 
@@ -61,17 +55,6 @@ class Target:
     def __post_init__(self) -> None:
         # A read-only copy: a cached render must not change when the caller's dict does.
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
-
-
-def label_problem(name: str) -> str | None:
-    """Why a request may not set a label of this name, in plain words; None when it may."""
-    if not LABEL_NAME.fullmatch(name):
-        return f"label {quoted(name)}: may use a-z, A-Z, 0-9 and '_', not starting with a digit (Prometheus's rule)"
-    if name.startswith("__"):
-        return f"label {quoted(name)}: names starting with '__' are Prometheus's own"
-    if name in RESERVED_LABELS:
-        return f"label {quoted(name)}: the reconciler sets it itself ({', '.join(sorted(RESERVED_LABELS))})"
-    return None
 
 
 @functools.lru_cache(maxsize=8192)
