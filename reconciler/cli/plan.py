@@ -68,6 +68,8 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
         requests_revision=preview.requests_revision,
         history=planner.history is None,
         site_file=config.paths.site,
+        hosts_file=config.dns.hosts_file if config.dns else None,
+        targets_dir=config.prometheus.targets,
     )
     if args.output == "json":
         out.write(render_json(view))

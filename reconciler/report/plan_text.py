@@ -65,6 +65,8 @@ class PlanView:
     requests_revision: str | None = None
     history: bool = True  # whether the job history was read
     site_file: str | None = None  # the site file's path (paths.site): said as itself, not as a status
+    hosts_file: str | None = None  # dns.hosts_file
+    targets_dir: str | None = None  # prometheus.targets
 
 
 def kind_of(action: Action) -> str:
@@ -271,6 +273,10 @@ def _file_change(view: PlanView, path: str, text: str | None) -> dict[str, objec
     """One file change as the JSON says it: its kind, what happens, and for a Caddy file its route."""
     if path == view.site_file:
         return {"path": path, "kind": "site", "change": "write" if text is not None else "remove"}
+    if path == view.hosts_file:
+        return {"path": path, "kind": "hosts", "change": "write" if text is not None else "remove"}
+    if view.targets_dir is not None and path.startswith(view.targets_dir.rstrip("/") + "/"):
+        return {"path": path, "kind": "target", "change": "write" if text is not None else "remove"}
     if not _is_caddy(view, path):
         return {"path": path, "kind": "status", "change": "write" if text is not None else "remove"}
     before = view.caddy_files.get(path)
@@ -290,8 +296,12 @@ def _file_note(view: PlanView, path: str, text: str | None) -> str:
     change, domain = item["change"], item.get("domain") or path.rsplit("/", 1)[-1].removesuffix(".yaml")
     if item["kind"] == "site":
         return "site file written" if change == "write" else "site file removed"
+    if item["kind"] == "hosts":
+        return "hosts file written" if change == "write" else "hosts file removed"
     if item["kind"] == "status":
         return "status written" if change == "write" else "status removed"
+    if item["kind"] == "target":
+        return "scrape target written" if change == "write" else "scrape target removed: Prometheus stops scraping it"
     if change == "remove":
         return f"Caddy file removed: takes the route of the live site {domain} away"
     backend = f" to {item['backend']}" if item.get("backend") else ""
