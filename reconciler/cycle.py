@@ -44,11 +44,9 @@ from reconciler.source import Source, read_source, routed_paths
 log = structlog.get_logger("reconciler.cycle")
 HAND_EDITED = "has lost the reconciler's header, so it is no longer updated"
 NOT_PLAIN = "is not a plain file (a symbolic link?), so the reconciler never writes it"
-FOLLOW_POLL = 5.0
+FOLLOW_POLL = 5.0  # seconds between checks while `once` waits for a job to end
 Keep = Callable[[str | None], bool]  # whether a request that wants nothing now keeps what it has (see kept)
-Files = dict[
-    str, str | None
-]  # path -> text to write, or None to delete  # seconds between checks while `once` waits for a job to end
+Files = dict[str, str | None]  # path -> text to write, or None to delete
 
 
 def _nothing() -> None:
@@ -343,7 +341,9 @@ class Reconciler:
 
         return changes(source.targets, wanted, targets.is_generated, kept)
 
-    def _hosts(self, decision: Decision, keep: Keep) -> tuple[dict[str, str | None], dict[str, tuple[bytes, str]]]:
+    def _hosts(
+        self, decision: Decision, statuses: Mapping[str, Standing], keep: Keep
+    ) -> tuple[dict[str, str | None], dict[str, tuple[bytes, str]]]:
         """The hosts-format file (dns.hosts_file): every request's names at its address, once it is Ready."""
         dns = self.config.dns
         if dns is None or dns.hosts_file is None:
@@ -360,7 +360,11 @@ class Reconciler:
                     entries.append(hosts.Entry(name, d.path, address, tuple(r.name.rstrip(".") for r in records)))
                 elif name in before:  # not Ready (yet, or again): it keeps the names it had
                     entries.append(hosts.Entry(name, d.path, *before[name]))
-            entries += [hosts.Entry(n, f"{n} (kept)", *e) for n, e in before.items() if n not in named and keep(n)]
+            entries += [
+                hosts.Entry(n, statuses[n].request if n in statuses else n, *e)
+                for n, e in before.items()
+                if n not in named and keep(n)
+            ]
             return hosts.render(entries)
 
         return self._single_file(dns.hosts_file, build, hosts.is_generated)
@@ -403,7 +407,7 @@ class Reconciler:
         out.update(changes(source.caddy, wanted_caddy, caddy.is_generated, keep))
         out.update(self._targets(source, decision, statuses, kept))
         site_changes, found = self._single_file(self.paths.site, lambda _: self.site_text, site.is_generated)
-        hosts_changes, hosts_found = self._hosts(decision, kept)
+        hosts_changes, hosts_found = self._hosts(decision, statuses, kept)
         out.update(site_changes | hosts_changes)
         self._report_hand_edits(source, wanted_status, out, found | hosts_found)
         return out

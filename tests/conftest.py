@@ -489,6 +489,16 @@ def with_provision(config_path: Path, provision: dict[str, Any]) -> Config:
     return load_config(config_path)
 
 
+def end(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Stop a server the tests started: SIGTERM, then SIGKILL when it does not go within timeout."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 # A real DNS server: BIND's named, unprivileged-style in the foreground on a free loopback port, with a TSIG key.
 
 NAMED = Path("/usr/sbin/named")
@@ -624,12 +634,7 @@ def start_named(root: Path) -> Iterator[Bind]:
             time.sleep(0.05)
         yield Bind(port, secret, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        end(proc)
 
 
 @pytest.fixture
@@ -712,12 +717,7 @@ def start_prometheus(root: Path) -> Iterator[Prometheus]:
         server.wait_for(ready, "Prometheus to be ready")
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
+        end(proc)
 
 
 @pytest.fixture
@@ -788,12 +788,7 @@ def start_dnsmasq(root: Path, zone: str = "lab.test") -> Iterator[Dnsmasq]:
         server.wait_for(lambda: server.ask(f"ready.{zone}", timeout=0.2)[0] == "NXDOMAIN", "dnsmasq to answer")
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        end(proc)
 
 
 @pytest.fixture

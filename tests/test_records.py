@@ -5,7 +5,6 @@ Every record is checked by asking the server; every status by reading the file t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from conftest import (
     free_dual_port,
     request_yaml,
     start_dnsmasq,
-    start_named,
     start_prometheus,
 )
 
@@ -28,11 +26,6 @@ from reconciler.model.vocab import RecordOp, RecordType
 from reconciler.runtime import Runtime, open_runtime
 
 WEB = dict(profile="web-app", service={"domain": "www.lab.example", "port": 8080})
-
-
-@pytest.fixture
-def bind(tmp_path: Path) -> Iterator[Bind]:
-    yield from start_named(tmp_path / "bind")
 
 
 def with_dns(config_path: Path, bind: Bind, **more: Any) -> Config:
@@ -338,3 +331,35 @@ def test_a_monitored_workload_is_a_prometheus_target_with_its_labels_until_it_go
         server.wait_for(lambda: server.active_targets() == [], "web's targets to go")
     finally:
         prometheus.close()
+
+
+def test_an_invalid_request_keeps_its_names_and_targets_and_a_removed_one_loses_them(
+    operator: OperatorClone, cluster: FakeCluster, config_path: Path, env: dict[str, str]
+) -> None:
+    config = with_outputs(config_path)
+    operator.write("requests/web.yaml", request_yaml("web", **WEB))
+    operator.write("requests/keep.yaml", request_yaml("keep"))  # a bystander for the mass-change guard
+    operator.push("add web")
+    runtime = opened(config, env)
+    try:
+        runtime.reconciler.once()
+        operator.pull()
+        listed = operator.read("dns/reconciler.hosts") or ""
+        assert "web.lab.example www.lab.example" in listed and operator.read("prometheus/targets/web.json")
+
+        operator.write("requests/web.yaml", request_yaml("web", **WEB, node="pve9"))  # a typo
+        operator.push("web on a node that is not there")
+        runtime.reconciler.once()
+        assert status(operator, "web")["phase"] == "Invalid"
+        assert "web.lab.example www.lab.example" in (operator.read("dns/reconciler.hosts") or "")
+        assert operator.read("prometheus/targets/web.json") is not None
+
+        operator.remove("requests/web.yaml")
+        operator.push("web removed")
+        runtime.reconciler.once()
+        operator.pull()
+        assert "web.lab.example" not in (operator.read("dns/reconciler.hosts") or "")
+        assert operator.read("prometheus/targets/web.json") is None
+        assert "keep.lab.example" in (operator.read("dns/reconciler.hosts") or "")
+    finally:
+        runtime.close()
