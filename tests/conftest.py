@@ -107,13 +107,16 @@ class OperatorClone:
         with rebase and push again, as an operator does."""
         self.repo.git.add("--all")
         self.repo.git.commit("-q", "-m", message)
-        try:
-            self.repo.git.push("-q", "origin", "HEAD:main")
-        except git.GitCommandError as exc:
-            if "fetch first" not in str(exc) and "non-fast-forward" not in str(exc):
-                raise
-            self.pull()
-            self.repo.git.push("-q", "origin", "HEAD:main")
+        for attempt in range(5):
+            try:
+                self.repo.git.push("-q", "origin", "HEAD:main")
+                break
+            except git.GitCommandError as exc:
+                # The reconciler pushed first, or at the same instant (then the remote's ref is locked by it).
+                raced = ("fetch first", "non-fast-forward", "failed to update ref", "cannot lock ref")
+                if attempt == 4 or not any(word in str(exc) for word in raced):
+                    raise
+                self.pull()
         return str(self.repo.head.commit.hexsha)
 
     def pull(self) -> None:
