@@ -45,6 +45,7 @@ log = structlog.get_logger("reconciler.cycle")
 HAND_EDITED = "has lost the reconciler's header, so it is no longer updated"
 NOT_PLAIN = "is not a plain file (a symbolic link?), so the reconciler never writes it"
 FOLLOW_POLL = 5.0  # seconds between checks while `once` waits for a job to end
+HOSTS_FILE_BYTES = 16 * MAX_FILE_BYTES  # a hosts file of thousands of requests; more is read as cut short
 Keep = Callable[[str | None], bool]  # whether a request that wants nothing now keeps what it has (see kept)
 Files = dict[str, str | None]  # path -> text to write, or None to delete
 
@@ -296,12 +297,12 @@ class Reconciler:
         return replace(new, job=job_id)
 
     def _single_file(
-        self, path: str, build: Callable[[bytes | None], str], owned: Callable[[bytes], bool]
+        self, path: str, build: Callable[[bytes | None], str], owned: Callable[[bytes], bool], limit: int
     ) -> tuple[dict[str, str | None], dict[str, tuple[bytes, str]]]:
         """A single generated file (the site file, the hosts file): its change when its content differs from what
         build() makes of the one there; and, when it is there without the reconciler's header or is no plain
-        file, that finding (it is left as it is)."""
-        existing = self.checkout.read_file(path, MAX_FILE_BYTES * 16 + 1)
+        file, that finding (it is left as it is). limit: the bytes read of the one there."""
+        existing = self.checkout.read_file(path, limit)
         if existing is None and (self.checkout.link_in_path(path) or os.path.lexists(self.checkout.path / path)):
             # A link (in its path or itself), a folder or a pipe: never written through.
             return {}, {path: (b"not a plain file", NOT_PLAIN)}
@@ -367,7 +368,7 @@ class Reconciler:
             ]
             return hosts.render(entries)
 
-        return self._single_file(dns.hosts_file, build, hosts.is_generated)
+        return self._single_file(dns.hosts_file, build, hosts.is_generated, HOSTS_FILE_BYTES + 1)
 
     def generated_files(
         self, source: Source, decision: Decision, statuses: Mapping[str, Standing]
@@ -406,7 +407,10 @@ class Reconciler:
 
         out.update(changes(source.caddy, wanted_caddy, caddy.is_generated, keep))
         out.update(self._targets(source, decision, statuses, kept))
-        site_changes, found = self._single_file(self.paths.site, lambda _: self.site_text, site.is_generated)
+        site_limit = max(MAX_FILE_BYTES, len(self.site_text.encode())) + 1
+        site_changes, found = self._single_file(
+            self.paths.site, lambda _: self.site_text, site.is_generated, site_limit
+        )
         hosts_changes, hosts_found = self._hosts(decision, statuses, kept)
         out.update(site_changes | hosts_changes)
         self._report_hand_edits(source, wanted_status, out, found | hosts_found)

@@ -19,11 +19,11 @@ from reconciler.model.observed import Observed
 from reconciler.model.owner import owner_of
 from reconciler.model.retry import Attempt
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import GuestState, JobType, Phase, ResourceKind
+from reconciler.model.vocab import JobType, Phase, ResourceKind
 from reconciler.parse import counted
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.plan.container import container_rule, drift_of, examine, orphan, unclaimed_creates
-from reconciler.plan.dns import Seen, orphan_records, records_rule, seen, wanted, with_kept_records
+from reconciler.plan.dns import Seen, Wanted, orphan_records, ready_records, records_rule, seen, with_kept_records
 from reconciler.plan.guard import Guard, Held, apply_guard
 
 
@@ -101,10 +101,16 @@ def claims_of(observed: Observed, service_domains: Mapping[str, str | None], vmi
 
 
 def _records(
-    d: Desired, base: Standing, known: Seen, dns: DnsConfig, names: dict[str, str], attempt: Attempt | None, now: float
+    d: Desired,
+    base: Standing,
+    known: Seen,
+    ready: Wanted | None,
+    names: dict[str, str],
+    attempt: Attempt | None,
+    now: float,
 ) -> tuple[ChangeRecords | None, Standing]:
     """The request's DNS update to start, if any, and where it stands; a failed one waits out its backoff."""
-    records, standing = records_rule(d, base, known, dns, names)
+    records, standing = records_rule(d, base, known, ready, names)
     if records is None:
         return None, standing
     if attempt is not None and attempt.holds(JobType.DNS, d.revision, now):
@@ -158,6 +164,7 @@ def plan(
         running = observed.in_flight.get(d.name)
         have = known.have.get(d.name, {}) if known is not None else {}
         attempt = observed.attempts.get(d.name)
+        ready: Wanted | None = None  # the records it should have, once its container is Ready
         if running is not None:  # never started twice: the job's end brings the next look
             standing = running.action.standing(job=running.job_id)
             if not isinstance(running.action, ChangeRecords):
@@ -168,8 +175,9 @@ def plan(
             )
             if isinstance(step, Standing):
                 standing = step
-                if known is not None and dns is not None:
-                    records, standing = _records(d, step, known, dns, names, attempt, now)
+                ready = ready_records(d, step, dns) if dns is not None else None
+                if known is not None:
+                    records, standing = _records(d, step, known, ready, names, attempt, now)
                     if records is not None:
                         result.actions.append(records)
             elif attempt is not None and attempt.holds(step.job_type, d.revision, now):
@@ -180,9 +188,10 @@ def plan(
         if drift and not standing.drift:  # drift is said in every phase, so it never blinks in and out
             standing = replace(standing, drift=drift, flapping=flapping)
         result.standings[d.name] = standing
-        ready_at = standing.address if standing.phase == Phase.READY else None
-        if dns is not None and d.dns and d.life.state != GuestState.ABSENT and ready_at:
-            result.records[d.name] = tuple(sorted(wanted(d, ready_at, dns)[0].values()))
+        if ready is None and dns is not None:
+            ready = ready_records(d, standing, dns)  # records_rule keeps the container's phase and address
+        if ready is not None:
+            result.records[d.name] = tuple(sorted(ready[0].values()))
     wanted_names = set(request_names) | {d.name for d in valid} | set(result.standings)
     for name, guests in sorted(observed.owned.items()):
         if name not in wanted_names:

@@ -86,6 +86,17 @@ def wanted(d: Desired, address: str, dns: DnsConfig) -> tuple[dict[str, Record],
     return out, note
 
 
+Wanted = tuple[dict[str, Record], str]  # record name -> record, and a note on a domain given none
+
+
+def ready_records(d: Desired, standing: Standing, dns: DnsConfig) -> Wanted | None:
+    """The records the request should have now: None until its container is Ready at a known address, and when
+    it has none to have (dns: false, state: absent)."""
+    if not d.dns or d.life.state == GuestState.ABSENT or standing.phase != Phase.READY or not standing.address:
+        return None
+    return wanted(d, standing.address, dns)
+
+
 def with_kept_records(base: Standing, have: Mapping[str, Record]) -> Standing:
     """base with the records the request has, as they are (while its container has work to do)."""
     if not have:
@@ -94,19 +105,20 @@ def with_kept_records(base: Standing, have: Mapping[str, Record]) -> Standing:
 
 
 def records_rule(
-    d: Desired, base: Standing, known: Seen, dns: DnsConfig, claimed: dict[str, str]
+    d: Desired, base: Standing, known: Seen, ready: Wanted | None, claimed: dict[str, str]
 ) -> tuple[ChangeRecords | None, Standing]:
     """The update that gives the request the records it should have now, if any, and where it stands.
 
-    base: its container's standing (nothing left to do there). claimed: record name -> the request that takes it
-    in this plan; filled in as requests are looked at in order, so two never race for one name.
+    base: its container's standing (nothing left to do there); ready: ready_records() of it. claimed: record
+    name -> the request that takes it in this plan; filled in as requests are looked at in order, so two never
+    race for one name.
     """
     have = dict(known.have.get(d.name, {}))
     note = ""
     if not d.dns or d.life.state == GuestState.ABSENT:
         want: dict[str, Record] = {}
-    elif base.phase == Phase.READY and base.address:
-        want, note = wanted(d, base.address, dns)
+    elif ready is not None:
+        want, note = ready
     else:
         want = have  # not Ready (yet, or again): what it has stays until it is
     changes: list[RecordChange] = []
