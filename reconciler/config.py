@@ -130,6 +130,8 @@ class ProxmoxConfig(Strict):
     timeout: float = Field(default=15.0, gt=0)
     task_timeout: float = Field(default=600.0, gt=0)
     address_timeout: float = Field(default=60.0, ge=0)
+    # A VM's DHCP address comes from its QEMU guest agent, which answers only once the guest has booted.
+    agent_timeout: float = Field(default=300.0, ge=0, description="seconds to wait for a VM's guest agent")
     parallel_per_node: int = Field(default=2, ge=1, le=16)
     # /cluster/resources reports power states from statistics that lag behind; after a job succeeds, the
     # state it made is trusted over a contrary report for this long.
@@ -231,6 +233,8 @@ class SiteConfig(Strict):
     bridges: dict[Name, BridgeConfig] = Field(min_length=1)
     vlans: list[Annotated[int, Field(ge=1, le=4094)]] = []
     templates: dict[Name, Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+:vztmpl/[^/\s]+$")]] = Field(min_length=1)
+    # VM profiles' templates: a cloud-init template VM on the cluster, by name -> its VMID.
+    vm_templates: dict[Name, Annotated[int, Field(ge=100, le=999_999_999)]] = {}
     limits: Limits
     vmid_range: Range
     reserved_ips: list[IPv4Address] = []

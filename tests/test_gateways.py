@@ -167,7 +167,7 @@ def test_shutdown_and_stop_stop_the_container(cluster: FakeCluster) -> None:
     cluster.pve.ct(VMID).shutdown_secs = 600
     pve.wait_task("pve1", pve.shutdown("pve1", VMID, 1), 5, "shutdown")
     assert status(pve, "pve1") == GuestStatus.STOPPED
-    pve.wait_task("pve1", pve.start_lxc("pve1", VMID), 5, "start")
+    pve.wait_task("pve1", pve.start("pve1", VMID), 5, "start")
     pve.wait_task("pve1", pve.stop("pve1", VMID), 5, "stop")
     assert status(pve, "pve1") == GuestStatus.STOPPED
 

@@ -95,20 +95,21 @@ class JobContext:
         """A write to the job database after Proxmox changed something: waited out while the database is busy."""
         return patiently(write, self.abort, self.log.log.warning)
 
-    def owned_state(self, node: str, vmid: int, request: str) -> GuestStatus:
-        """The container's power state, after checking it still carries the request's marker.
+    def owned_state(self, node: str, vmid: int, request: str, kind: str = "lxc") -> GuestStatus:
+        """The guest's power state, after checking it still carries the request's marker.
 
         A job may wait in its node's queue for minutes: meanwhile the guest may have been removed by hand
         and its VMID given to another. A guest that is not the request's is never touched.
         """
-        status, tags = self.pve.container_state(node, vmid)
+        status, tags = self.pve.container_state(node, vmid, kind)
         if owner_of(tags) != request:
+            word = "VM" if kind == "qemu" else "container"
             raise ProxmoxError(
-                "check owner", f"container {vmid} on {node} no longer carries the marker of request {request}"
+                "check owner", f"{word} {vmid} on {node} no longer carries the marker of request {request}"
             )
         return status
 
-    def task(self, step: str, node: str, submit: Callable[[], str], vmid: int | None = None) -> None:
+    def task(self, step: str, node: str, submit: Callable[[], str], vmid: int | None = None, kind: str = "lxc") -> None:
         """Submit a Proxmox task and wait for it, then (given the guest's vmid) for its lock to clear;
         raises ProxmoxError (TaskFailed with its log) when it fails. Warnings go to the job log."""
         upid = submit()
@@ -126,7 +127,7 @@ class JobContext:
             self.log.warning(f"task log: {line}")
         if vmid is not None:
             # The next step would be refused while Proxmox still holds the guest's lock from this task.
-            self.pve.wait_unlocked(node, vmid, timeout, step, abort=self.abort)
+            self.pve.wait_unlocked(node, vmid, timeout, step, abort=self.abort, kind=kind)
 
     @contextmanager
     def intent(self, action: JobType, vmid: int, node: str, request: str) -> Iterator[None]:

@@ -14,7 +14,7 @@ from reconciler.apply.context import JobContext
 from reconciler.gateways.proxmox import VmidTaken
 from reconciler.gateways.proxmox_body import create_container as body
 from reconciler.model.action import CreateContainer
-from reconciler.model.vocab import JobType, ResourceKind, ResourceState
+from reconciler.model.vocab import GUEST_KINDS, JobType, ResourceKind, ResourceState
 from reconciler.plan.compare import wanted
 
 CHOOSE_AGAIN = 5  # creates refused because something else took the VMID meanwhile
@@ -46,7 +46,7 @@ def create_container(action: CreateContainer, job: JobContext) -> str:
     if features:
         job.set_node_features(node, vmid, features)
         if start:
-            job.task("start", node, lambda: job.pve.start_lxc(node, vmid), vmid=vmid)
+            job.task("start", node, lambda: job.pve.start(node, vmid), vmid=vmid)
     if not start:
         return f"container {vmid} created on {node}, not started (start: false)"
     return f"container {vmid} created and started on {node}"
@@ -55,7 +55,7 @@ def create_container(action: CreateContainer, job: JobContext) -> str:
 def _another(job: JobContext, refused: int) -> int:
     """The next VMID in the approved range that no guest and no other request's container holds."""
     taken = {g.vmid for g in job.pve.guests()}
-    taken.update(h.vmid for held in job.store.inventory().values() for h in held if h.kind == ResourceKind.LXC)
+    taken.update(h.vmid for held in job.store.inventory().values() for h in held if h.kind in GUEST_KINDS)
     for vmid in job.tools.vmids:
         if vmid > refused and vmid not in taken:
             return vmid

@@ -6,6 +6,7 @@ from typing import assert_never
 
 from reconciler.apply.adopt_container import adopt_container
 from reconciler.apply.change_records import change_records
+from reconciler.apply.clone_vm import clone_vm
 from reconciler.apply.context import JobContext
 from reconciler.apply.create_container import create_container
 from reconciler.apply.destroy_container import destroy_container
@@ -14,11 +15,12 @@ from reconciler.apply.migrate_container import migrate_container
 from reconciler.apply.provision import provision
 from reconciler.apply.start_container import start_container
 from reconciler.apply.stop_container import stop_container
-from reconciler.apply.update_container import update_container
+from reconciler.apply.update_container import update_guest
 from reconciler.model.action import (
     Action,
     AdoptContainer,
     ChangeRecords,
+    CloneVm,
     CreateContainer,
     DestroyContainer,
     FindAddress,
@@ -35,6 +37,8 @@ def execute(action: Action, job: JobContext) -> str:
     match action:
         case CreateContainer():
             return create_container(action, job)
+        case CloneVm():
+            return clone_vm(action, job)
         case StartContainer():
             return start_container(action, job)
         case FindAddress():
@@ -42,7 +46,7 @@ def execute(action: Action, job: JobContext) -> str:
         case Provision():
             return provision(action, job)
         case UpdateContainer():
-            return update_container(action, job)
+            return update_guest(action, job)
         case MigrateContainer():
             return migrate_container(action, job)
         case StopContainer():

@@ -1,4 +1,4 @@
-"""Executor: shut a container down (state: stopped); Proxmox stops it hard after the shutdown timeout."""
+"""Executor: shut a container or VM down (state: stopped); Proxmox stops it hard after the shutdown timeout."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from reconciler.model.vocab import GuestStatus, JobType
 
 
 def stop_container(action: StopContainer, job: JobContext) -> str:
-    d, node, vmid = action.desired, action.node, action.vmid
-    if job.owned_state(node, vmid, d.name) != GuestStatus.RUNNING:
-        return f"container {vmid} on {node} was stopped already"
+    d, node, vmid, kind = action.desired, action.node, action.vmid, action.desired.kind.api
+    if job.owned_state(node, vmid, d.name, kind) != GuestStatus.RUNNING:
+        return f"{action.word} {vmid} on {node} was stopped already"
     timeout = int(job.tools.proxmox.shutdown_timeout)
     with job.intent(JobType.STOP, vmid, node, d.name):
-        job.task("shutdown", node, lambda: job.pve.shutdown(node, vmid, timeout), vmid=vmid)
-    return f"container {vmid} shut down on {node} (state: stopped)"
+        job.task("shutdown", node, lambda: job.pve.shutdown(node, vmid, timeout, kind), vmid=vmid, kind=kind)
+    return f"{action.word} {vmid} shut down on {node} (state: stopped)"

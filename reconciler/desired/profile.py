@@ -37,8 +37,11 @@ class Profile(BaseModel):
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")]
     description: str
-    supported_kind: Literal["lxc"]
-    template: str = Field(description="a key of site.templates")
+    supported_kind: Literal["lxc", "vm"]
+    template: str = Field(description="a key of site.templates (lxc) or of site.vm_templates (vm)")
+    # vm: whether the template runs the QEMU guest agent. Without it a DHCP VM's address cannot be read, and
+    # nothing waits for an agent that will never answer.
+    agent: StrictBool = False
     package_sets: list[str] = Field(default=[], description="sets of package-sets.yaml always installed")
     optional_package_sets: list[str] = Field(default=[], description="sets a request may add by naming them")
     default_web_server: Literal["nginx", "apache", "none"] = "none"
@@ -70,6 +73,10 @@ class Profile(BaseModel):
             raise ValueError(f"exporters: {NODE_EXPORTER} is node exporter's, which monitoring brings on port 9100")
         if any(not 1 <= port <= 65535 for port in self.exporters.values()):
             raise ValueError("exporters: ports lie in 1..65535")
+        if self.supported_kind == "vm" and self.features.nesting:
+            raise ValueError("features: are container features; a VM profile has none")
+        if self.supported_kind == "lxc" and self.agent:
+            raise ValueError("agent: is for VM profiles (supported_kind: vm)")
         return self
 
 
@@ -81,7 +88,10 @@ def builtin_profiles_dir() -> Path:
 
 
 def load_profiles(directory: Path, templates: set[str] | None = None) -> dict[str, Profile]:
-    """Read every profile in directory; raises ConfigError naming each bad file and field."""
+    """Read every profile in directory; raises ConfigError naming each bad file and field.
+
+    templates, when given, are the site's: a container profile's template must be one. A VM profile's template
+    missing from site.vm_templates refuses only the requests that use it: a site without VMs needs none."""
     problems: list[str] = []
     sets_path = directory / PACKAGE_SETS_FILE
     try:
@@ -116,7 +126,7 @@ def load_profiles(directory: Path, templates: set[str] | None = None) -> dict[st
         if unknown:
             problems.append(f"{path.name}: package sets not in {PACKAGE_SETS_FILE}: {', '.join(unknown)}")
         profile = profile.model_copy(update={"packages": {s: package_sets[s] for s in usable if s in package_sets}})
-        if templates is not None and profile.template not in templates:
+        if profile.supported_kind == "lxc" and templates is not None and profile.template not in templates:
             problems.append(f"{path.name}: template: {profile.template!r} is not in site.templates")
         profiles[profile.name] = profile
     if not profiles and not problems:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import unicodedata
@@ -87,7 +89,9 @@ class Resources(Strict):
     cores: int = Field(description="CPU cores")
     memory: int = Field(description="RAM in MB")
     disk: int = Field(description="root disk in GB; it can grow in place, never shrink")
-    swap: Annotated[int, Between(0, 1048576)] = Field(default=512, description="swap in MB")
+    swap: Annotated[int, Between(0, 1048576)] | None = Field(
+        default=None, description="swap in MB, containers only (default 512); a VM's swap lives on its disk"
+    )
 
 
 class Network(Strict):
@@ -158,6 +162,66 @@ class Monitoring(Strict):
     )
 
 
+# The OpenSSH public key types cloud-init writes into authorized_keys.
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+
+def public_key_problem(value: str) -> str | None:
+    """Why value is not one OpenSSH public key line (`type base64 [comment]`), in plain words; None when it is."""
+    if "PRIVATE KEY" in value:
+        return "is a private key: give the public key (the one line of the .pub file), and never commit a private one"
+    if "\n" in value or "\r" in value:
+        return "holds a line break: give one public key per item"
+    parts = value.split(None, 2)
+    if not parts or parts[0] not in SSH_KEY_TYPES:
+        return f"is not an OpenSSH public key: it must start with its type ({', '.join(SSH_KEY_TYPES)})"
+    if len(parts) < 2:
+        return f"holds the type {parts[0]} but not the key after it"
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        return "the key after its type is not base64"
+    # The key's data begins with its own type, length-prefixed: a key pasted under the wrong type is caught.
+    size = int.from_bytes(blob[:4], "big")
+    if len(blob) < 4 + size or blob[4 : 4 + size] != parts[0].encode():
+        return f"the key's data is not a {parts[0]} key (cut short, or another key's type)"
+    return None
+
+
+def _public_key(value: str) -> str:
+    if (problem := public_key_problem(value)) is not None:
+        raise ValueError(problem)
+    return value.strip()
+
+
+PublicKey = Annotated[
+    Annotated[str, StringConstraints(max_length=16384)], AfterValidator(_plain_text), AfterValidator(_public_key)
+]
+
+
+class CloudInit(Strict):
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = Field(
+        description="the user cloud-init creates, with the keys below and sudo"
+    )
+    ssh_keys: list[PublicKey] = Field(default=[], max_length=32, description="OpenSSH public keys, one per item")
+    nameserver: IPv4Address | None = Field(default=None, description="default: the node's resolver settings")
+    search_domain: Domain | None = Field(default=None, description="default: the node's resolver settings")
+
+
+class Clone(Strict):
+    full: StrictBool = Field(
+        default=True, description="false: a linked clone (on the template's storage), where the template allows it"
+    )
+
+
 class Request(Strict):
     """One workload: what the operator wants Proxmox to run."""
 
@@ -203,6 +267,8 @@ class Request(Strict):
         default=False, description="a change of node migrates the container (restart mode) instead of being refused"
     )
     dns: StrictBool = Field(default=True, description="DNS records for the hostname and domain; false opts out")
+    cloud_init: CloudInit | None = Field(default=None, description="kind vm: what cloud-init sets up (required)")
+    clone: Clone | None = Field(default=None, description="kind vm: how it is cloned from its template")
 
     @model_validator(mode="after")
     def _adopt_needs_vmid(self) -> Request:

@@ -15,6 +15,7 @@ from reconciler.desired.profile import NODE_EXPORTER, NODE_EXPORTER_PORT, Profil
 from reconciler.desired.request import Request
 from reconciler.desired.setup import NODE_EXPORTER_SET, build_setup
 from reconciler.model.desired import (
+    CloudInit,
     ContainerSpec,
     Desired,
     Invalid,
@@ -23,6 +24,7 @@ from reconciler.model.desired import (
     RequestFile,
     Scrape,
     Service,
+    VmSpec,
 )
 from reconciler.model.owner import MONITORING_TAG, NAME_PREFIX, OWNER_TAG, description_for
 from reconciler.model.problem import Problem
@@ -68,15 +70,31 @@ def _approved(field_name: str, value: object, allowed: Iterable[object], what: s
 
 def check_profile(request: Request, profiles: Mapping[str, Profile]) -> list[Problem]:
     """The rules the profile sets: it exists, supports the kind, and allows what the service asks."""
-    problems: list[Problem] = []
-    if request.kind == "vm":
-        problems.append(Problem("kind", "vm is not supported yet; only lxc containers can be requested"))
+    problems = _check_kind(request)
     profile = profiles.get(request.profile)
     if profile is None:
         return problems + _approved("profile", request.profile, sorted(profiles), "profile")
-    if request.kind != profile.supported_kind and request.kind != "vm":
+    if request.kind != profile.supported_kind:
         problems.append(Problem("kind", f"profile {profile.name} supports {profile.supported_kind} only"))
     return problems + _check_service(request, profile) + _check_setup(request, profile) + _check_tags(request)
+
+
+def _check_kind(request: Request) -> list[Problem]:
+    """The keys of one kind of guest are refused on the other: nothing a request says is silently ignored."""
+    if request.kind == "vm":
+        problems = []
+        if request.cloud_init is None:
+            problems.append(Problem("cloud_init", "required for kind vm: at least user (and ssh_keys to log in)"))
+        if request.resources.swap is not None:
+            problems.append(Problem("resources.swap", "is for containers; a VM's swap lives inside its own disk"))
+        if request.migrate:
+            problems.append(Problem("migrate", "is for containers; a VM is not moved between nodes"))
+        return problems
+    return [
+        Problem(key, "is for kind vm only")
+        for key, value in (("cloud_init", request.cloud_init), ("clone", request.clone))
+        if value is not None
+    ]
 
 
 def _check_setup(request: Request, profile: Profile) -> list[Problem]:
@@ -116,9 +134,14 @@ def _check_exporters(request: Request, profile: Profile) -> list[Problem]:
     return problems
 
 
-def check_site(request: Request, site: SiteConfig) -> list[Problem]:
-    """The rules that need the site's approved values."""
+def check_site(request: Request, site: SiteConfig, profile: Profile | None = None) -> list[Problem]:
+    """The rules that need the site's approved values (and, for a VM, its profile's template)."""
     problems = _approved("node", request.node, site.nodes, "node")
+    if profile is not None and profile.supported_kind == "vm" and profile.template not in site.vm_templates:
+        listed = ", ".join(sorted(site.vm_templates)) or "none configured"
+        problems.append(
+            Problem("profile", f"{profile.name}'s template {profile.template!r} is not in site.vm_templates ({listed})")
+        )
     problems += _approved("storage", request.storage, site.storages, "storage")
     for key in ("cores", "memory", "disk"):
         value, allowed = getattr(request.resources, key), getattr(site.limits, key)
@@ -153,7 +176,7 @@ def _check_network(request: Request, site: SiteConfig) -> list[Problem]:
     if net.gateway is not None and net.gateway not in bridge.cidr:
         problems.append(Problem("network.gateway", f"{net.gateway} is outside {net.bridge}'s {bridge.cidr}"))
     elif gateway is not None and gateway == ip:
-        problems.append(Problem("network.gateway", "equals the container's own address"))
+        problems.append(Problem("network.gateway", "equals the guest's own address"))
     return problems
 
 
@@ -192,7 +215,7 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
         node=request.node,
         hostname=request.host,
         description=description_for(request.name, file.path, request.description, profile.name),
-        template=site.templates[profile.template] if site else profile.template,
+        template=site.templates[profile.template] if site and profile.supported_kind == "lxc" else profile.template,
         storage=request.storage,
         cores=request.resources.cores,
         memory=request.resources.memory,
@@ -200,11 +223,12 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
         network=Network(NetworkMode(net.mode), net.bridge, net.address, gateway, net.vlan),
         start=request.start,
         nesting=profile.features.nesting,
-        swap=request.resources.swap,
+        swap=request.resources.swap if request.resources.swap is not None else 512,
         protected=request.protected,
         tags=tuple(request.tags),
     )
     return Desired(
+        vm=_vm(request, profile, site),
         name=request.name,
         path=file.path,
         revision=file.revision,
@@ -246,6 +270,25 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
     )
 
 
+def _vm(request: Request, profile: Profile, site: SiteConfig | None) -> VmSpec | None:
+    """A VM's template and cloud-init settings; None for a container."""
+    ci = request.cloud_init
+    if request.kind != "vm" or ci is None:
+        return None
+    return VmSpec(
+        template=profile.template,
+        template_vmid=site.vm_templates[profile.template] if site else 0,
+        cloud_init=CloudInit(
+            user=ci.user,
+            ssh_keys=tuple(ci.ssh_keys),
+            nameserver=str(ci.nameserver) if ci.nameserver is not None else None,
+            search_domain=ci.search_domain,
+        ),
+        full_clone=request.clone.full if request.clone is not None else True,
+        agent=profile.agent,
+    )
+
+
 def validate(
     files: Iterable[RequestFile], profiles: Mapping[str, Profile], site: SiteConfig | None
 ) -> tuple[list[Desired], list[Invalid]]:
@@ -260,7 +303,8 @@ def validate(
         if isinstance(parsed, list):
             problems = parsed
         else:
-            problems = check_profile(parsed, profiles) + (check_site(parsed, site) if site else [])
+            profile = profiles.get(parsed.profile)
+            problems = check_profile(parsed, profiles) + (check_site(parsed, site, profile) if site else [])
         if not problems and not isinstance(parsed, list):
             try:
                 valid.append(_resolve(parsed, profiles[parsed.profile], site, file))

@@ -34,14 +34,19 @@ REQUIRED_PRIVILEGES = (
     "SDN.Use",
     "VM.Allocate",
     "VM.Audit",
+    "VM.Clone",
     "VM.Config.CPU",
+    "VM.Config.Cloudinit",
     "VM.Config.Disk",
     "VM.Config.Memory",
     "VM.Config.Network",
     "VM.Config.Options",
+    "VM.GuestAgent.Audit",
     "VM.Migrate",
     "VM.PowerMgmt",
 )
+# What a VM's guest agent answers while the guest is still booting (or its agent is stuck): not yet, not an error.
+_AGENT_NOT_YET = re.compile(r"guest agent is not running|got timeout|VM \d+ is not running")
 
 RequestHook = Callable[[str, str], None]  # (HTTP method, status code or 'error')
 Abort = Callable[[], str | None]  # a reason to stop waiting, or None to go on
@@ -225,6 +230,15 @@ def _wait(
         delay = min(delay * 2, 1.0)
 
 
+def _guest(api: Any, node: str, kind: str, vmid: int) -> Any:
+    """The API path of one guest: /nodes/{node}/lxc/{vmid} or /nodes/{node}/qemu/{vmid}."""
+    return getattr(api.nodes(node), kind)(vmid)
+
+
+def _word(kind: str) -> str:
+    return "VM" if kind == "qemu" else "container"
+
+
 class Proxmox:
     """A typed client for the few Proxmox calls the reconciler makes; safe to use from several threads."""
 
@@ -325,23 +339,62 @@ class Proxmox:
         if "VM.Audit" not in privileges:
             reason = (
                 f"the API token lacks VM.Audit on {path} (see the README's Reconciler role): Proxmox would hide"
-                " the container once made, and the reconciler would make another on every try; nothing was created"
+                " the guest once made, and the reconciler would make another on every try; nothing was created"
             )
             raise ProxmoxError(step, reason, 403, temporary=False)
 
-    def start_lxc(self, node: str, vmid: int) -> str:
-        """Start the start task; returns its UPID."""
-        return str(self._call("start", "POST", lambda api: api.nodes(node).lxc(vmid).status.start.post(), node))
+    def start(self, node: str, vmid: int, kind: str = "lxc") -> str:
+        """Start the start task of a container (kind lxc) or VM (kind qemu); returns its UPID."""
+        return str(self._call("start", "POST", lambda api: _guest(api, node, kind, vmid).status.start.post(), node))
+
+    def clone_vm(
+        self, node: str, template: int, newid: int, name: str, full: bool, storage: str | None, target: str
+    ) -> str:
+        """Start cloning the template VM on node into newid on target (full: onto storage); returns its UPID.
+
+        Refused first when the token could not see the VM afterwards (see _can_see)."""
+        self._can_see("clone", newid)
+        body: dict[str, str | int] = {"newid": newid, "name": name, "full": 1 if full else 0}
+        if full and storage:
+            body["storage"] = storage  # Proxmox refuses a target storage for a linked clone
+        if target != node:
+            body["target"] = target
+        needs = f"VM.Clone on /vms/{template} and VM.Allocate on /vms/{newid}"
+        return str(
+            self._call("clone", "POST", lambda api: api.nodes(node).qemu(template).clone.post(**body), node, needs)
+        )
+
+    def agent_interfaces(self, node: str, vmid: int) -> list[Interface] | None:
+        """A VM's interfaces as its QEMU guest agent reports them; None while the agent does not answer yet."""
+        try:
+            answer = self._call(
+                "read guest agent",
+                "GET",
+                lambda api: api.nodes(node).qemu(vmid).agent("network-get-interfaces").get(),
+                node,
+            )
+        except ProxmoxError as exc:
+            if exc.status == 500 and _AGENT_NOT_YET.search(exc.reason):
+                return None
+            raise
+        out = []
+        for row in (answer or {}).get("result") or []:
+            ips = tuple(
+                str(a["ip-address"]) for a in row.get("ip-addresses") or [] if a.get("ip-address-type") == "ipv4"
+            )
+            mac = str(row.get("hardware-address") or "").lower() or None
+            out.append(Interface(str(row.get("name", "")), ips, mac))
+        return out
 
     def guest_config(self, node: str, kind: str, vmid: int) -> dict[str, object]:
         """The config of a container (kind lxc) or VM (kind qemu)."""
         config = self._call("read config", "GET", lambda api: getattr(api.nodes(node), kind)(vmid).config.get(), node)
         return dict(config or {})
 
-    def container_state(self, node: str, vmid: int) -> tuple[GuestStatus, tuple[str, ...]]:
-        """A container's power state now (not the lagging one of /cluster/resources) and its tags."""
-        current = self._call("read status", "GET", lambda api: api.nodes(node).lxc(vmid).status.current.get(), node)
-        config = self.guest_config(node, "lxc", vmid)
+    def container_state(self, node: str, vmid: int, kind: str = "lxc") -> tuple[GuestStatus, tuple[str, ...]]:
+        """A guest's power state now (not the lagging one of /cluster/resources) and its tags."""
+        current = self._call("read status", "GET", lambda api: _guest(api, node, kind, vmid).status.current.get(), node)
+        config = self.guest_config(node, kind, vmid)
         return GuestStatus.parse((current or {}).get("status")), _split_tags(config.get("tags"))
 
     def interfaces(self, node: str, vmid: int) -> list[Interface]:
@@ -382,27 +435,33 @@ class Proxmox:
         log = self._call(step, "GET", lambda api: api.nodes(node).tasks(upid).log.get(limit=500), node)
         return tuple(str(entry.get("t", "")) for entry in log or [])
 
-    def container_config(self, node: str, vmid: int) -> GuestConfig:
-        """A container's config (pending changes included, as Proxmox shows them) with its digest."""
-        raw = self.guest_config(node, "lxc", vmid)
+    def container_config(self, node: str, vmid: int, kind: str = "lxc") -> GuestConfig:
+        """A guest's config (pending changes included, as Proxmox shows them) with its digest."""
+        raw = self.guest_config(node, kind, vmid)
         digest = str(raw.pop("digest", ""))
         return GuestConfig(vmid, node, {key: str(value) for key, value in raw.items()}, digest)
 
     def update_config(
-        self, node: str, vmid: int, params: Mapping[str, str | int], delete: Sequence[str], digest: str
+        self,
+        node: str,
+        vmid: int,
+        params: Mapping[str, str | int],
+        delete: Sequence[str],
+        digest: str,
+        kind: str = "lxc",
     ) -> None:
-        """Change a container's config; Proxmox refuses it (ConfigChanged) if the digest is no longer current."""
+        """Change a guest's config; Proxmox refuses it (ConfigChanged) if the digest is no longer current."""
         body: dict[str, str | int] = {**params, "digest": digest}
         if delete:
             body["delete"] = ",".join(delete)
-        self._call("update config", "PUT", lambda api: api.nodes(node).lxc(vmid).config.put(**body), node)
+        self._call("update config", "PUT", lambda api: _guest(api, node, kind, vmid).config.put(**body), node)
 
-    def resize(self, node: str, vmid: int, disk: str, size_gb: int, digest: str | None) -> str:
+    def resize(self, node: str, vmid: int, disk: str, size_gb: int, digest: str | None, kind: str = "lxc") -> str:
         """Start growing a disk to size_gb GiB (absolute, so a retry asks for the same size); returns its UPID."""
         body: dict[str, str] = {"disk": disk, "size": f"{size_gb}G"}
         if digest is not None:
             body["digest"] = digest
-        return str(self._call("resize", "PUT", lambda api: api.nodes(node).lxc(vmid).resize.put(**body), node))
+        return str(self._call("resize", "PUT", lambda api: _guest(api, node, kind, vmid).resize.put(**body), node))
 
     def migrate(self, node: str, vmid: int, target: str, restart: bool) -> str:
         """Start moving a container to target (restart: shut a running one down, move it, start it there)."""
@@ -411,45 +470,47 @@ class Proxmox:
             body["restart"] = 1
         return str(self._call("migrate", "POST", lambda api: api.nodes(node).lxc(vmid).migrate.post(**body), node))
 
-    def shutdown(self, node: str, vmid: int, timeout: int) -> str:
+    def shutdown(self, node: str, vmid: int, timeout: int, kind: str = "lxc") -> str:
         """Start a clean shutdown that becomes a hard stop after timeout seconds; returns its UPID."""
         return str(
             self._call(
                 "shutdown",
                 "POST",
-                lambda api: api.nodes(node).lxc(vmid).status.shutdown.post(timeout=timeout, forceStop=1),
+                lambda api: _guest(api, node, kind, vmid).status.shutdown.post(timeout=timeout, forceStop=1),
                 node,
             )
         )
 
-    def stop(self, node: str, vmid: int) -> str:
+    def stop(self, node: str, vmid: int, kind: str = "lxc") -> str:
         """Start a hard stop; returns its UPID."""
-        return str(self._call("stop", "POST", lambda api: api.nodes(node).lxc(vmid).status.stop.post(), node))
+        return str(self._call("stop", "POST", lambda api: _guest(api, node, kind, vmid).status.stop.post(), node))
 
-    def destroy(self, node: str, vmid: int) -> str:
-        """Start destroying a stopped container with its disks, and its entries in backup jobs, replication
-        and HA; returns its UPID."""
+    def destroy(self, node: str, vmid: int, kind: str = "lxc") -> str:
+        """Start destroying a stopped guest with its disks, and its entries in backup jobs, replication and HA;
+        returns its UPID."""
         return str(
             self._call(
                 "destroy",
                 "DELETE",
-                lambda api: api.nodes(node).lxc(vmid).delete(**{"purge": 1, "destroy-unreferenced-disks": 1}),
+                lambda api: _guest(api, node, kind, vmid).delete(**{"purge": 1, "destroy-unreferenced-disks": 1}),
                 node,
             )
         )
 
-    def container_lock(self, node: str, vmid: int, step: str = "read status") -> str | None:
-        """The container's lock (backup, snapshot, migrate, create, ...), or None."""
-        current = self._call(step, "GET", lambda api: api.nodes(node).lxc(vmid).status.current.get(), node)
+    def container_lock(self, node: str, vmid: int, step: str = "read status", kind: str = "lxc") -> str | None:
+        """The guest's lock (backup, snapshot, migrate, create, clone, ...), or None."""
+        current = self._call(step, "GET", lambda api: _guest(api, node, kind, vmid).status.current.get(), node)
         lock = (current or {}).get("lock")
         return str(lock) if lock else None
 
-    def wait_unlocked(self, node: str, vmid: int, timeout: float, step: str, abort: Abort | None = None) -> None:
-        """Poll until the container holds no lock; ProxmoxError (temporary) if it still does after timeout
+    def wait_unlocked(
+        self, node: str, vmid: int, timeout: float, step: str, abort: Abort | None = None, kind: str = "lxc"
+    ) -> None:
+        """Poll until the guest holds no lock; ProxmoxError (temporary) if it still does after timeout
         seconds, or when abort gives a reason to stop waiting."""
 
         def look() -> tuple[bool, str | None]:
-            lock = self.container_lock(node, vmid, step)
+            lock = self.container_lock(node, vmid, step, kind)
             return lock is None, lock
 
-        _wait(step, timeout, abort, look, lambda lock: f"container {vmid} still locked ({lock})")
+        _wait(step, timeout, abort, look, lambda lock: f"{_word(kind)} {vmid} still locked ({lock})")

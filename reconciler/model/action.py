@@ -16,6 +16,9 @@ from reconciler.model.guest import GuestConfig
 from reconciler.model.standing import DnsPart, Drift, Standing
 from reconciler.model.vocab import DnsState, JobType, Phase, ResourceKind, SetupState, Slot
 
+# A VM's cloud-init keys: Proxmox regenerates the cloud-init drive from them, and the guest reads it at boot.
+CLOUD_INIT_KEYS = ("ciuser", "sshkeys", "ipconfig0", "nameserver", "searchdomain")
+
 
 @dataclass(frozen=True)
 class ActionBase:
@@ -46,6 +49,16 @@ class ActionBase:
     @property
     def profile(self) -> str | None:
         return self.desired.profile
+
+    @property
+    def guest(self) -> str:
+        """The guest as plans name it: `lxc 123` or `vm 123`."""
+        return f"{self.desired.kind} {self.vmid}"
+
+    @property
+    def word(self) -> str:
+        """The kind of guest as messages name it: container or VM."""
+        return self.desired.kind.word
 
     def describe(self) -> str:
         """What the action will do, for plans and job logs."""
@@ -116,6 +129,40 @@ class CreateContainer(ActionBase):
 
 
 @dataclass(frozen=True)
+class CloneVm(ActionBase):
+    """Clone the request's VM from its template, write its config and cloud-init keys, grow its disk, start it.
+
+    The marker is written by the config update right after the clone: a clone whose job ended before that
+    (a crash) is found by its VMID and name, and resumed rather than cloned again.
+    """
+
+    kind = ResourceKind.VM
+    job_type = JobType.CREATE
+    creates = True
+    source: str = ""  # the node that holds the template
+    resume: bool = False  # the clone exists already (made before a restart): its config, disk and start remain
+
+    def describe(self) -> str:
+        d = self.desired
+        assert d.vm is not None
+        c = d.container
+        cores = f"{c.cores} core" if c.cores == 1 else f"{c.cores} cores"
+        how = "full" if d.vm.full_clone else "linked"
+        made = "finish the clone" if self.resume else f"{how} clone of template {d.vm.template} ({d.vm.template_vmid})"
+        return (
+            f"create {self.name}: vm {self.vmid} on {self.node}, {made} ({d.profile}, {cores}, {c.memory} MB,"
+            f" {c.disk} GB, {c.network.mode})"
+        )
+
+    def progress(self) -> str:
+        assert self.desired.vm is not None
+        return f"cloning VM {self.vmid} on {self.node} from template {self.desired.vm.template}"
+
+    def details(self) -> dict[str, object]:
+        return {"source": self.source, "resume": self.resume}
+
+
+@dataclass(frozen=True)
 class StartContainer(ActionBase):
     """Start the request's stopped container where it is."""
 
@@ -123,10 +170,10 @@ class StartContainer(ActionBase):
     job_type = JobType.START
 
     def describe(self) -> str:
-        return f"start {self.name}: lxc {self.vmid} on {self.node}"
+        return f"start {self.name}: {self.guest} on {self.node}"
 
     def progress(self) -> str:
-        return f"starting container {self.vmid} on {self.node}"
+        return f"starting {self.word} {self.vmid} on {self.node}"
 
 
 @dataclass(frozen=True)
@@ -140,9 +187,11 @@ class FindAddress(ActionBase):
     applied = True
 
     def describe(self) -> str:
-        return f"find address of {self.name}: lxc {self.vmid} on {self.node}"
+        return f"find address of {self.name}: {self.guest} on {self.node}"
 
     def progress(self) -> str:
+        if self.desired.vm is not None:
+            return f"VM {self.vmid} running on {self.node}; waiting for its address from the QEMU guest agent"
         return f"container {self.vmid} running on {self.node}; waiting for a DHCP address"
 
     def worth_retry(self, temporary: bool) -> bool:
@@ -160,10 +209,10 @@ class Provision(ActionBase):
     found_address: str | None = None  # a DHCP address found earlier (a static one comes from the request)
 
     def describe(self) -> str:
-        return f"set up {self.name}: lxc {self.vmid} on {self.node}: {self.desired.setup.names()}"
+        return f"set up {self.name}: {self.guest} on {self.node}: {self.desired.setup.names()}"
 
     def progress(self) -> str:
-        return f"container {self.vmid} running on {self.node}; setting it up ({self.desired.setup.names()})"
+        return f"{self.word} {self.vmid} running on {self.node}; setting it up ({self.desired.setup.names()})"
 
     @property
     def address(self) -> str | None:
@@ -187,20 +236,30 @@ class UpdateContainer(ActionBase):
     changes: tuple[Drift, ...] = ()  # field, desired (to write), observed (there now)
     grow_to: int | None = None  # GB
     corrects: tuple[str, ...] = ()  # the fields among changes that put back a change made by hand
+    disk: str = "rootfs"  # the disk grow_to grows: a VM's boot disk (scsi0, virtio0, ...)
+
+    @property
+    def next_boot(self) -> tuple[str, ...]:
+        """The changed fields that take effect only at the guest's next boot: a VM's cloud-init keys."""
+        if self.desired.vm is None:
+            return ()
+        return tuple(c.field for c in self.changes if c.field in CLOUD_INIT_KEYS)
 
     def lines(self) -> list[str]:
         """One line per change: `field: old -> new`, the disk last."""
         out = [f"{c.field}: {_short(c.observed)} -> {_short(c.desired)}" for c in self.changes]
         if self.grow_to is not None:
-            out.append(f"resize rootfs -> {self.grow_to} GB")
+            out.append(f"resize {self.disk} -> {self.grow_to} GB")
+        if self.next_boot:
+            out.append(f"cloud-init ({', '.join(self.next_boot)}) takes effect at the VM's next boot")
         return out
 
     def describe(self) -> str:
-        return f"update {self.name}: lxc {self.vmid} on {self.node}: " + "; ".join(self.lines())
+        return f"update {self.name}: {self.guest} on {self.node}: " + "; ".join(self.lines())
 
     def progress(self) -> str:
         fields = [c.field for c in self.changes] + (["disk"] if self.grow_to is not None else [])
-        return f"updating container {self.vmid} on {self.node}: {', '.join(fields)}"
+        return f"updating {self.word} {self.vmid} on {self.node}: {', '.join(fields)}"
 
     def details(self) -> dict[str, object]:
         return {
@@ -238,10 +297,10 @@ class StopContainer(ActionBase):
     job_type = JobType.STOP
 
     def describe(self) -> str:
-        return f"stop {self.name}: lxc {self.vmid} on {self.node} (state: stopped)"
+        return f"stop {self.name}: {self.guest} on {self.node} (state: stopped)"
 
     def progress(self) -> str:
-        return f"stopping container {self.vmid} on {self.node} (state: stopped)"
+        return f"stopping {self.word} {self.vmid} on {self.node} (state: stopped)"
 
 
 @dataclass(frozen=True)
@@ -252,10 +311,10 @@ class DestroyContainer(ActionBase):
     job_type = JobType.DESTROY
 
     def describe(self) -> str:
-        return f"destroy {self.name}: lxc {self.vmid} on {self.node} and its volumes (state: absent)"
+        return f"destroy {self.name}: {self.guest} on {self.node} and its volumes (state: absent)"
 
     def progress(self) -> str:
-        return f"destroying container {self.vmid} on {self.node} (state: absent)"
+        return f"destroying {self.word} {self.vmid} on {self.node} (state: absent)"
 
 
 @dataclass(frozen=True)
@@ -267,10 +326,10 @@ class AdoptContainer(ActionBase):
     seen: GuestConfig | None = None
 
     def describe(self) -> str:
-        return f"adopt {self.name}: lxc {self.vmid} on {self.node} (its marker only; nothing else changes)"
+        return f"adopt {self.name}: {self.guest} on {self.node} (its marker only; nothing else changes)"
 
     def progress(self) -> str:
-        return f"adopting container {self.vmid} on {self.node}: writing its marker"
+        return f"adopting {self.word} {self.vmid} on {self.node}: writing its marker"
 
 
 @dataclass(frozen=True)
@@ -351,6 +410,7 @@ def _short(value: str, limit: int = 60) -> str:
 
 Action = (
     CreateContainer
+    | CloneVm
     | StartContainer
     | FindAddress
     | Provision

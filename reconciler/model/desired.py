@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv4Interface
 
 from reconciler.model.problem import Problem
 from reconciler.model.setup import Setup
-from reconciler.model.vocab import DriftMode, GuestState, NetworkMode
+from reconciler.model.vocab import DriftMode, GuestState, NetworkMode, ResourceKind
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class RequestFile:
 
 @dataclass(frozen=True)
 class Network:
-    """The container's one network device; gateway is resolved (the request's, else the bridge's)."""
+    """The guest's one network device (a VM's net0 and ipconfig0); gateway is resolved (the request's, else the
+    bridge's)."""
 
     mode: NetworkMode
     bridge: str
@@ -46,12 +47,12 @@ class Network:
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """An LXC container as the request and its profile want it."""
+    """A guest (an LXC container, or a VM with its VmSpec beside) as the request and its profile want it."""
 
     node: str
     hostname: str
     description: str
-    template: str  # the OS template's volume id
+    template: str  # the OS template's volume id (a VM's template is in its VmSpec)
     storage: str
     cores: int
     memory: int  # MB
@@ -62,6 +63,27 @@ class ContainerSpec:
     swap: int = 512  # MB
     protected: bool = False  # Proxmox's protection flag: blocks destruction
     tags: tuple[str, ...] = ()  # the operator's own tags, beside the reconciler's
+
+
+@dataclass(frozen=True)
+class CloudInit:
+    """What cloud-init sets up in a VM at its first boot (and again at a boot after a change)."""
+
+    user: str
+    ssh_keys: tuple[str, ...] = ()  # OpenSSH public keys, one line each
+    nameserver: str | None = None
+    search_domain: str | None = None
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """What a VM has beside the shape it shares with a container: the template it is cloned from."""
+
+    template: str  # the template's name, a key of site.vm_templates
+    template_vmid: int
+    cloud_init: CloudInit
+    full_clone: bool = True  # False: a linked clone, on the template's storage
+    agent: bool = False  # the template runs the QEMU guest agent: a DHCP address is read through it
 
 
 @dataclass(frozen=True)
@@ -107,6 +129,12 @@ class Desired:
     dns: bool = True  # records for its hostname and domain (dns: false opts out)
     setup: Setup = field(default_factory=Setup)
     life: Lifecycle = field(default_factory=Lifecycle)
+    vm: VmSpec | None = None  # for kind vm; the guest's shape is in `container` for both kinds
+
+    @property
+    def kind(self) -> ResourceKind:
+        """The kind of guest the request asks for."""
+        return ResourceKind.LXC if self.vm is None else ResourceKind.VM
 
     @property
     def static_ip(self) -> IPv4Address | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from ipaddress import IPv4Address
@@ -13,7 +13,7 @@ from reconciler.model.guest import GuestConfig
 from reconciler.model.owner import owner_of
 from reconciler.model.retry import Attempt
 from reconciler.model.setup import SetupRecord
-from reconciler.model.vocab import GuestStatus, ResourceKind, ResourceState
+from reconciler.model.vocab import GUEST_KINDS, GuestStatus, ResourceKind, ResourceState
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,23 @@ class Applied:
 class Interface:
     name: str
     ipv4: tuple[str, ...]
+    mac: str | None = None  # as the guest agent reports it (lower case)
+
+
+def vm_address(interfaces: Sequence[Interface], mac: str | None) -> str | None:
+    """The address a VM's guest agent reports for it: an IPv4 address that is neither loopback nor link-local,
+    on the interface whose MAC is net0's when there is one (a Docker bridge's comes second), else the first."""
+    found = []
+    for order, interface in enumerate(interfaces):
+        for ip in interface.ipv4:
+            try:
+                address = IPv4Address(ip)
+            except ValueError:
+                continue
+            if address.is_loopback or address.is_link_local or address.is_unspecified:
+                continue
+            found.append((0 if mac and interface.mac == mac.lower() else 1, order, ip))
+    return min(found)[2] if found else None
 
 
 @dataclass(frozen=True)
@@ -133,5 +150,5 @@ class Observed:
         return next((i for i in self.intents if i.request == request), None)
 
     def container(self, request: str) -> Held | None:
-        """The container the inventory holds for a request."""
-        return next((h for h in self.held.get(request, ()) if h.kind == ResourceKind.LXC), None)
+        """The guest (container or VM) the inventory holds for a request."""
+        return next((h for h in self.held.get(request, ()) if h.kind in GUEST_KINDS), None)

@@ -57,3 +57,18 @@ def size_gb(size: str | None) -> int | None:
     if not found:
         return None
     return int(float(found.group(1)) * _UNITS[found.group(2)])
+
+
+NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139", "vmxnet3")  # a VM's net0 names its model, with its MAC
+
+
+def nic_model(props: Mapping[str, str]) -> str | None:
+    """The NIC model key of a VM's split net0 (`virtio=BC:24:...` -> virtio), or None."""
+    return next((k for k in NIC_MODELS if k in props), None)
+
+
+def nic_mac(net0: str | None) -> str | None:
+    """The MAC of a VM's net0, lower-cased as the guest agent reports MACs; None when it has none."""
+    props = split_props(net0)
+    model = nic_model(props)
+    return props[model].lower() if model and props[model] else None

@@ -56,7 +56,21 @@ class ResourceKind(StrEnum):
     """The kinds of resource a request can own, as the inventory records them."""
 
     LXC = "lxc"
+    VM = "vm"  # a QEMU VM cloned from a cloud-init template
     DNS = "dns"  # a DNS record, keyed by its name
+
+    @property
+    def api(self) -> str:
+        """The guest type in Proxmox's API paths and lists: lxc or qemu."""
+        return "qemu" if self == ResourceKind.VM else str(self)
+
+    @property
+    def word(self) -> str:
+        """The guest as messages name it."""
+        return "VM" if self == ResourceKind.VM else "container"
+
+
+GUEST_KINDS = (ResourceKind.LXC, ResourceKind.VM)
 
 
 class ResourceState(StrEnum):

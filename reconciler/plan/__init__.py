@@ -12,14 +12,14 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.config import DnsConfig
 from reconciler.desired.claims import Claim
-from reconciler.model.action import Action, ChangeRecords, failed_records
+from reconciler.model.action import Action, ChangeRecords, CloneVm, failed_records
 from reconciler.model.desired import Desired, Invalid
 from reconciler.model.dns import Record
 from reconciler.model.observed import Observed
 from reconciler.model.owner import owner_of
 from reconciler.model.retry import Attempt
 from reconciler.model.standing import Standing
-from reconciler.model.vocab import JobType, Phase, ResourceKind
+from reconciler.model.vocab import GUEST_KINDS, JobType, Phase
 from reconciler.parse import counted
 from reconciler.plan.conflicts import Claims, resolve_clashes
 from reconciler.plan.container import container_rule, drift_of, examine, orphan, unclaimed_creates
@@ -46,7 +46,7 @@ def _taken(observed: Observed, valid: Iterable[Desired]) -> set[int]:
     # hostname, say): the VMID is still its own once the clash is fixed. An invalid file names none we can trust.
     taken.update(d.life.vmid for d in valid if d.life.vmid is not None)
     taken.update(r.action.vmid for r in observed.in_flight.values())
-    taken.update(h.vmid for held in observed.held.values() for h in held if h.kind == ResourceKind.LXC)
+    taken.update(h.vmid for held in observed.held.values() for h in held if h.kind in GUEST_KINDS)
     return taken
 
 
@@ -58,6 +58,11 @@ def _busy(observed: Observed) -> set[str]:
     """Requests that have, or are getting, a container: they keep their domain and address on a clash."""
     held = {n for n, found in observed.held.items() if observed.container(n) is not None}
     return set(observed.owned) | held | set(observed.in_flight)
+
+
+def _cloning(clone: CloneVm) -> str:
+    """The storage a clone writes to, which it locks while it copies."""
+    return clone.desired.container.storage
 
 
 def needs_foreign_addresses(valid: Iterable[Desired], observed: Observed, now: float) -> bool:
@@ -158,6 +163,7 @@ def plan(
     unclaimed = unclaimed_creates(observed, vmids)
     known = seen(observed, dns) if dns is not None and dns_writes else None
     names: dict[str, str] = {}  # record name -> the request that takes it in this plan
+    cloning = {_cloning(r.action) for r in observed.in_flight.values() if isinstance(r.action, CloneVm)}
     for d in sorted(kept, key=lambda d: d.name):
         examined = examine(d, observed)  # once: the rule and the status's drift both read it
         drift, flapping = drift_of(d, examined)
@@ -182,7 +188,18 @@ def plan(
                         result.actions.append(records)
             elif attempt is not None and attempt.holds(step.job_type, d.revision, now):
                 standing = with_kept_records(attempt.standing, have)
+            elif isinstance(step, CloneVm) and _cloning(step) in cloning:
+                standing = Standing(
+                    d.name,
+                    d.path,
+                    Phase.PENDING,
+                    f"waiting: another VM is being cloned onto storage {_cloning(step)}, and clones onto one storage"
+                    " run one at a time (Proxmox's storage lock)",
+                    d.revision,
+                )
             else:
+                if isinstance(step, CloneVm):
+                    cloning.add(_cloning(step))
                 result.actions.append(step)
                 standing = with_kept_records(step.standing(), have)
         if drift and not standing.drift:  # drift is said in every phase, so it never blinks in and out

@@ -7,8 +7,10 @@ it does not (someone changed the guest by hand).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from reconciler.model.desired import Desired
 from reconciler.model.guest import GuestConfig
@@ -32,14 +34,106 @@ CONFIG_FIELDS = (
     "features.nesting",
 )
 NET_KEYS = ("name", "bridge", "ip", "gw", "tag")  # what a request says of its network device; the rest is left
+# A VM's: its addresses are cloud-init's (ipconfig0), its net0 keeps the model and MAC the clone got.
+VM_FIELDS = (
+    "name",
+    "cores",
+    "memory",
+    "description",
+    "tags",
+    "onboot",
+    "protection",
+    "net0",
+    "agent",
+    "ipconfig0",
+    "ciuser",
+    "sshkeys",
+    "nameserver",
+    "searchdomain",
+)
+VM_NET_KEYS = ("bridge", "tag")
+_DISK_KEY = re.compile(r"^(?:scsi|virtio|sata|ide)\d+$")
 
 
 def _net_normal(props: Mapping[str, str]) -> str:
     return ",".join(f"{k}={props[k]}" for k in NET_KEYS if k in props)
 
 
+def fields_of(d: Desired) -> tuple[str, ...]:
+    """The config fields the request owns, for its kind of guest."""
+    return VM_FIELDS if d.vm is not None else CONFIG_FIELDS
+
+
+def ipconfig0(d: Desired) -> str:
+    """A VM's cloud-init network settings as Proxmox writes them: `ip=dhcp`, or `ip=CIDR[,gw=GW]`."""
+    net = d.container.network
+    if net.address is None:
+        return "ip=dhcp"
+    return f"ip={net.address}" + (f",gw={net.gateway}" if net.gateway is not None else "")
+
+
+def _vm_wanted(d: Desired) -> dict[str, str]:
+    c, vm = d.container, d.vm
+    assert vm is not None
+    ci = vm.cloud_init
+    net = {"bridge": c.network.bridge} | ({"tag": str(c.network.vlan)} if c.network.vlan is not None else {})
+    return {
+        "name": c.hostname,
+        "cores": str(c.cores),
+        "memory": str(c.memory),
+        "description": c.description.rstrip(),
+        "tags": normal_tags([*tags_for(d.name, d.monitoring), *c.tags]),
+        "onboot": "1" if c.start and d.life.state == GuestState.PRESENT else "0",
+        "protection": "1" if c.protected else "0",
+        "net0": ",".join(f"{k}={net[k]}" for k in VM_NET_KEYS if k in net),
+        "agent": "1" if vm.agent else "0",
+        "ipconfig0": ipconfig0(d),
+        "ciuser": ci.user,
+        "sshkeys": "\n".join(ci.ssh_keys),
+        "nameserver": ci.nameserver or "",
+        "searchdomain": ci.search_domain or "",
+    }
+
+
+def _vm_seen(config: GuestConfig) -> dict[str, str]:
+    v = config.values
+    net = split_props(v.get("net0"))
+    agent = split_props(v.get("agent"))
+    ip = split_props(v.get("ipconfig0"))
+    return {
+        "name": v.get("name", ""),
+        "cores": v.get("cores", "1"),
+        "memory": v.get("memory", "512"),
+        "description": (v.get("description") or "").rstrip(),
+        "tags": normal_tags(v.get("tags", "").replace(",", ";").replace(" ", ";").split(";")),
+        "onboot": flag(v.get("onboot")),
+        "protection": flag(v.get("protection")),
+        "net0": ",".join(f"{k}={net[k]}" for k in VM_NET_KEYS if k in net),
+        "agent": flag(agent.get("enabled", agent.get(""))),
+        "ipconfig0": ",".join(f"{k}={ip[k]}" for k in ("ip", "gw") if k in ip),
+        "ciuser": v.get("ciuser", ""),
+        # Proxmox keeps the keys URL-encoded, as they were sent.
+        "sshkeys": "\n".join(line.strip() for line in unquote(v.get("sshkeys", "")).splitlines() if line.strip()),
+        "nameserver": v.get("nameserver", ""),
+        "searchdomain": v.get("searchdomain", ""),
+    }
+
+
+def boot_disk(config: GuestConfig) -> str | None:
+    """A VM's boot disk (the first disk of its boot order, else its first disk): the one a request sizes."""
+    v = config.values
+    order = [k for k in split_props(v.get("boot")).get("order", "").split(";") if k]
+    for key in [*order, *sorted(v)]:
+        value = v.get(key, "")
+        if _DISK_KEY.match(key) and value and "media=cdrom" not in value and "cloudinit" not in value:
+            return key
+    return None
+
+
 def wanted(d: Desired) -> dict[str, str]:
     """The owned config fields as the request wants them, in normal form."""
+    if d.vm is not None:
+        return _vm_wanted(d)
     c = d.container
     return {
         "hostname": c.hostname,
@@ -55,8 +149,10 @@ def wanted(d: Desired) -> dict[str, str]:
     }
 
 
-def seen(config: GuestConfig) -> dict[str, str]:
+def seen(config: GuestConfig, vm: bool = False) -> dict[str, str]:
     """The owned config fields as Proxmox holds them, in normal form (its defaults where a key is absent)."""
+    if vm:
+        return _vm_seen(config)
     v = config.values
     net = split_props(v.get("net0"))
     return {
@@ -73,13 +169,23 @@ def seen(config: GuestConfig) -> dict[str, str]:
     }
 
 
-def disk_gb(config: GuestConfig) -> int | None:
-    return size_gb(split_props(config.values.get("rootfs")).get("size"))
+def disk_key(config: GuestConfig, vm: bool = False) -> str | None:
+    """The disk a request's `resources.disk` sizes: a container's rootfs, a VM's boot disk."""
+    return boot_disk(config) if vm else "rootfs"
 
 
-def storage_of(config: GuestConfig) -> str | None:
-    volume = split_props(config.values.get("rootfs")).get("", "")
+def disk_gb(config: GuestConfig, vm: bool = False) -> int | None:
+    key = disk_key(config, vm)
+    return size_gb(split_props(config.values.get(key)).get("size")) if key else None
+
+
+def storage_of(config: GuestConfig, vm: bool = False) -> str | None:
+    key = disk_key(config, vm)
+    volume = split_props(config.values.get(key) if key else None).get("", "")
     return volume.split(":", 1)[0] if ":" in volume else None
+
+
+GROWN = "disk.grown"  # the applied record's note of the size a VM's disk was last grown to (GB)
 
 
 @dataclass(frozen=True)
@@ -104,12 +210,12 @@ class Comparison:
 
 def compare(d: Desired, guest: Guest, config: GuestConfig, applied: Applied | None) -> Comparison:
     """How the container differs from the request; applied tells an edit from drift."""
-    c = d.container
-    want, have = wanted(d), seen(config)
+    c, vm = d.container, d.vm is not None
+    want, have = wanted(d), seen(config, vm)
     last = applied.fields if applied is not None and applied.vmid == guest.vmid else {}
     edits: list[Drift] = []
     drift: list[Drift] = []
-    for name in CONFIG_FIELDS:
+    for name in fields_of(d):
         if want[name] == have[name]:
             continue
         item = Drift(name, want[name], have[name])
@@ -119,14 +225,18 @@ def compare(d: Desired, guest: Guest, config: GuestConfig, applied: Applied | No
         (edits if last.get(name) == have[name] or asked_anew else drift).append(item)
     refused: list[Refusal] = []
     grow_to = None
-    size = disk_gb(config)
-    if size is not None and c.disk > size:
+    size = disk_gb(config, vm)
+    # A VM's disk grown to this size already: trusted over a size that did not follow (a resize Proxmox
+    # acknowledged); a new size asked in Git grows it again.
+    grown = vm and last.get(GROWN) == str(c.disk)
+    if size is not None and c.disk > size and not grown:
         grow_to = c.disk
     elif size is not None and c.disk < size:
         refused.append(Refusal("resources.disk", f"{c.disk} GB", f"{size} GB (a disk cannot shrink)"))
-    storage = storage_of(config)
-    if storage is not None and storage != c.storage:
-        refused.append(Refusal("storage", c.storage, f"{storage} (a container cannot change storage in place)"))
+    storage = storage_of(config, vm)
+    linked = d.vm is not None and not d.vm.full_clone  # a linked clone lives on its template's storage
+    if storage is not None and storage != c.storage and not linked:
+        refused.append(Refusal("storage", c.storage, f"{storage} (a {d.kind.word} cannot change storage in place)"))
     made_with = profile_of(config.values.get("description"))
     if made_with is not None and made_with != d.profile:
         refused.append(
@@ -136,7 +246,9 @@ def compare(d: Desired, guest: Guest, config: GuestConfig, applied: Applied | No
         refused.append(Refusal("vmid", str(d.life.vmid), f"{guest.vmid} (a guest's VMID cannot change)"))
     move_to = None
     if guest.node and guest.node != c.node:
-        if d.life.migrate:
+        if vm:
+            refused.append(Refusal("node", c.node, f"{guest.node} (a VM is not moved between nodes)"))
+        elif d.life.migrate:
             move_to = c.node
         else:
             refused.append(Refusal("node", c.node, f"{guest.node} (set migrate: true to move it)"))

@@ -1,5 +1,5 @@
-"""The plan rule for a request's LXC container (pure): create, change, move, start, stop, destroy, adopt, find its
-address, set it up, or say where it stands."""
+"""The plan rule for a request's guest, an LXC container or a VM (pure): create (a VM by cloning), change,
+move, start, stop, destroy, adopt, find its address, set it up, or say where it stands."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime
 from reconciler.model.action import (
     Action,
     AdoptContainer,
+    CloneVm,
     CreateContainer,
     DestroyContainer,
     FindAddress,
@@ -25,17 +26,21 @@ from reconciler.model.owner import owner_of
 from reconciler.model.props import flag
 from reconciler.model.standing import Drift, Refusal, Standing
 from reconciler.model.vocab import (
+    GUEST_KINDS,
     DriftMode,
     GuestState,
     GuestStatus,
     JobType,
     Phase,
-    ResourceKind,
     ResourceState,
     SetupState,
 )
-from reconciler.plan.compare import Comparison, compare
+from reconciler.plan.compare import Comparison, compare, disk_key
 
+# The locks of a guest being made: a container's create task, a VM's clone.
+CREATING_LOCKS = ("create", "clone")
+# Why setup steps do not run inside a VM: its SSH host key is not known from a source the reconciler trusts.
+VM_SETUP_OFF = "a VM's SSH host key cannot be learned from Proxmox with the README's role"
 FLAP_LIMIT = 3  # drift corrections of one guest within the window before it is called flapping
 FLAP_WINDOW = 3600.0  # seconds
 
@@ -75,12 +80,12 @@ def drift_of(d: Desired, examined: Examined) -> tuple[tuple[Drift, ...], bool]:
 def unclaimed_creates(observed: Observed, vmids: range) -> list[int]:
     """Guests in the approved range being created by a task nobody here knows of (a job database lost
     mid-create): until their task ends and their marker shows, they may be a request's container."""
-    known = {h.vmid for held in observed.held.values() for h in held if h.kind == ResourceKind.LXC}
+    known = {h.vmid for held in observed.held.values() for h in held if h.kind in GUEST_KINDS}
     known.update(r.action.vmid for r in observed.in_flight.values())
     return sorted(
         g.vmid
         for g in observed.guests
-        if g.lock == "create" and g.vmid in vmids and g.vmid not in known and owner_of(g.tags) is None
+        if g.lock in CREATING_LOCKS and g.vmid in vmids and g.vmid not in known and owner_of(g.tags) is None
     )
 
 
@@ -112,14 +117,15 @@ def container_rule(
     if len(guests) > 1:
         ids = ", ".join(str(g.vmid) for g in sorted(guests, key=lambda g: g.vmid))
         return _standing(
-            d, Phase.FAILED, f"containers {ids} all carry the marker of request {d.name}; remove all but one by hand"
+            d, Phase.FAILED, f"guests {ids} all carry the marker of request {d.name}; remove all but one by hand"
         )
-    if guests and guests[0].type != "lxc":
+    if guests and guests[0].type != d.kind.api:
+        other = "container" if guests[0].type == "lxc" else "VM"
         return _standing(
             d,
             Phase.FAILED,
-            f"guest {guests[0].vmid} is a VM carrying the marker of request {d.name}; this request is for a"
-            " container, and the VM is left as it is",
+            f"guest {guests[0].vmid} is a {other} carrying the marker of request {d.name}; this request is for a"
+            f" {d.kind.word}, and the {other} is left as it is",
             guests[0],
         )
     if d.life.adopt:
@@ -127,8 +133,8 @@ def container_rule(
     if not guests:
         return _without_guest(d, observed, free, vmids, unclaimed, task_timeout)
     guest = guests[0]
-    if guest.lock == "create":
-        return _standing(d, Phase.PROVISIONING, f"container {guest.vmid} is being created", guest)
+    if guest.lock in CREATING_LOCKS:
+        return _standing(d, Phase.PROVISIONING, f"{d.kind.word} {guest.vmid} is being created", guest)
     step = _with_guest(d, observed, guest, setup_on, examined if examined is not None else examine(d, observed))
     if guest.lock and not isinstance(step, Standing | FindAddress | Provision):
         # A backup, snapshot or migration holds the guest: its config cannot change until the lock is gone.
@@ -137,7 +143,7 @@ def container_rule(
         return _standing(
             d,
             Phase.PROVISIONING,
-            f"container {guest.vmid} is locked ({guest.lock}){begun}; {step.describe()} waits",
+            f"{d.kind.word} {guest.vmid} is locked ({guest.lock}){begun}; {step.describe()} waits",
             guest,
         )
     return step
@@ -149,33 +155,46 @@ def _without_guest(
     held = observed.container(d.name)
     if held is not None:
         earlier = observed.by_vmid.get(held.vmid)
-        if earlier is not None and earlier.lock == "create" and held.state == ResourceState.CREATING:
+        if earlier is not None and earlier.lock in CREATING_LOCKS and held.state == ResourceState.CREATING:
             # A create begun before a restart: its guest shows, locked and without tags, until the task ends.
             intent = observed.intent(d.name)
             if intent is not None and _age(observed, intent.created_at) > task_timeout:
                 return _standing(
                     d,
                     Phase.FAILED,
-                    f"the create task of container {earlier.vmid} has run for more than {task_timeout:g} s"
+                    f"the create task of {d.kind.word} {earlier.vmid} has run for more than {task_timeout:g} s"
                     " (proxmox.task_timeout); see its task log in Proxmox",
                     earlier,
                 )
-            return _standing(d, Phase.PROVISIONING, f"create task of container {earlier.vmid} still running", earlier)
+            return _standing(
+                d, Phase.PROVISIONING, f"create task of {d.kind.word} {earlier.vmid} still running", earlier
+            )
+        if (
+            d.vm is not None
+            and earlier is not None
+            and held.state == ResourceState.CREATING
+            and earlier.type == "qemu"
+            and earlier.lock is None
+            and owner_of(earlier.tags) is None
+            and earlier.name == d.container.hostname
+        ):
+            # Cloned before a restart, its marker not yet written: the clone is finished, not made again.
+            return CloneVm(d, earlier.vmid, earlier.node, source=earlier.node, resume=True)
         if (
             earlier is not None
-            and earlier.lock != "create"  # a backup or migration lock hides nothing: the marker is gone
+            and earlier.lock not in CREATING_LOCKS  # a backup or migration lock hides nothing: the marker is gone
             and owner_of(earlier.tags) is None
             and earlier.name == d.container.hostname
         ):
             return _standing(
                 d,
                 Phase.FAILED,
-                f"container {earlier.vmid} lost its marker (the tags reconciler and reconciler.{d.name});"
+                f"{d.kind.word} {earlier.vmid} lost its marker (the tags reconciler and reconciler.{d.name});"
                 f" nothing is created meanwhile. Put the tags back, or set adopt: true and vmid: {earlier.vmid}",
                 earlier,
             )
     if d.life.state == GuestState.ABSENT:
-        return _standing(d, Phase.DELETED, "no container (state: absent); remove the request file when done")
+        return _standing(d, Phase.DELETED, f"no {d.kind.word} (state: absent); remove the request file when done")
     if unclaimed:
         ids = ", ".join(str(v) for v in unclaimed)
         return _standing(
@@ -184,9 +203,22 @@ def _without_guest(
             f"waiting: container {ids} in the approved range is being created by a task the job database does not"
             " know of; new containers wait until its marker shows",
         )
+    template = None
+    if d.vm is not None:
+        template = observed.by_vmid.get(d.vm.template_vmid)
+        if template is None or template.type != "qemu" or not template.template:
+            what = "is not on the cluster" if template is None else "is not a template VM"
+            return _standing(
+                d,
+                Phase.FAILED,
+                f"template {d.vm.template} (VMID {d.vm.template_vmid} in site.vm_templates) {what}; nothing was"
+                " cloned (see the README's VM templates)",
+            )
     vmid = d.life.vmid if d.life.vmid is not None else next(free, None)
     if vmid is None:
         return _standing(d, Phase.FAILED, f"no free VMID left in the approved range {vmids.start}..{vmids.stop - 1}")
+    if template is not None:
+        return CloneVm(d, vmid, d.container.node, source=template.node)
     return CreateContainer(d, vmid, d.container.node)
 
 
@@ -199,11 +231,11 @@ def _with_guest(d: Desired, observed: Observed, guest: Guest, setup_on: bool, ex
     if settling and (guest.status == GuestStatus.UNKNOWN or (guest.status != GuestStatus.RUNNING and want_running)):
         # The job that just ended made it; Proxmox's list of guests shows its state some seconds late.
         return _standing(
-            d, Phase.PROVISIONING, f"waiting for Proxmox to report the state of container {guest.vmid}", guest
+            d, Phase.PROVISIONING, f"waiting for Proxmox to report the state of {d.kind.word} {guest.vmid}", guest
         )
     if guest.status == GuestStatus.UNKNOWN:
         return _standing(
-            d, Phase.FAILED, f"node {guest.node} is offline: state of container {guest.vmid} unknown", guest
+            d, Phase.FAILED, f"node {guest.node} is offline: state of {d.kind.word} {guest.vmid} unknown", guest
         )
     found, flapping = examined
     if found is not None:
@@ -224,6 +256,7 @@ def _with_guest(d: Desired, observed: Observed, guest: Guest, setup_on: bool, ex
                 changes=tuple(sorted(changes)),
                 grow_to=found.grow_to,
                 corrects=tuple(sorted(c.field for c in found.drift)) if correct else (),
+                disk=(disk_key(config, d.vm is not None) if config else None) or "rootfs",
             )
     if d.life.state == GuestState.STOPPED and guest.status == GuestStatus.RUNNING:
         return StopContainer(d, guest.vmid, guest.node)
@@ -241,9 +274,16 @@ def _in_place(
         held.address if held is not None and held.vmid == guest.vmid else None
     )
     address = str(d.static_ip) if d.static_ip is not None else known
-    if address is None and guest.status == GuestStatus.RUNNING:
+    blind = d.vm is not None and not d.vm.agent  # a DHCP VM without a guest agent: nothing can tell its address
+    if address is None and guest.status == GuestStatus.RUNNING and not blind:
         return FindAddress(d, guest.vmid, guest.node)
-    message = f"container {guest.vmid} {guest.status} on {guest.node}"
+    message = f"{d.kind.word} {guest.vmid} {guest.status} on {guest.node}"
+    if address is None and blind:
+        message += (
+            "; its DHCP address is unknown: its profile says the template has no QEMU guest agent to report it"
+            " (use a template with the agent, or a static address), so it has no DNS record, Caddy backend or"
+            " scrape target"
+        )
     if d.life.state == GuestState.STOPPED:
         message += " (state: stopped)"
     if found is not None and found.drift:
@@ -251,6 +291,14 @@ def _in_place(
         message += f"; {len(found.drift)} field(s) changed by hand, not corrected ({why})"
     ready = replace(_standing(d, Phase.READY, message, guest, address), applied=True)
     steps = len(d.setup.steps)
+    if d.vm is not None and not steps:
+        return ready  # nothing to set up inside
+    if d.vm is not None:
+        return replace(
+            ready,
+            message=f"{message}; setup is off for VMs: {VM_SETUP_OFF}, {steps} steps not run",
+            setup=SetupState.OFF,
+        )
     if not setup_on:
         return replace(
             ready,
@@ -273,7 +321,7 @@ def _destroy(d: Desired, guest: Guest, protection: str | None) -> Action | Stand
         return _standing(
             d,
             Phase.FAILED,
-            f"container {guest.vmid} not destroyed: the request sets protected: true, which blocks destruction;"
+            f"{d.kind.word} {guest.vmid} not destroyed: the request sets protected: true, which blocks destruction;"
             " set protected: false to let state: absent destroy it",
             guest,
             refused=(Refusal("state", "absent", "present (protected: true)"),),
@@ -283,7 +331,7 @@ def _destroy(d: Desired, guest: Guest, protection: str | None) -> Action | Stand
         return UpdateContainer(d, guest.vmid, guest.node, changes=(Drift("protection", "0", "1"),))
     if guest.status == GuestStatus.UNKNOWN:
         return _standing(
-            d, Phase.FAILED, f"node {guest.node} is offline: container {guest.vmid} cannot be destroyed now", guest
+            d, Phase.FAILED, f"node {guest.node} is offline: {d.kind.word} {guest.vmid} cannot be destroyed now", guest
         )
     return DestroyContainer(d, guest.vmid, guest.node)
 
@@ -293,7 +341,7 @@ def _refused(d: Desired, guest: Guest, refused: tuple[Refusal, ...]) -> Standing
     return _standing(
         d,
         Phase.FAILED,
-        f"cannot change container {guest.vmid} as asked: {said}; nothing was changed",
+        f"cannot change {d.kind.word} {guest.vmid} as asked: {said}; nothing was changed",
         guest,
         refused=refused,
     )
@@ -304,13 +352,14 @@ def _adopt(d: Desired, observed: Observed, guests: list[Guest]) -> Action | Stan
     assert vmid is not None  # validation: adopt needs a vmid
     if guests and guests[0].vmid != vmid:
         return _standing(
-            d, Phase.FAILED, f"request already owns container {guests[0].vmid}; adopt names {vmid}", guests[0]
+            d, Phase.FAILED, f"request already owns {d.kind.word} {guests[0].vmid}; adopt names {vmid}", guests[0]
         )
     target = observed.by_vmid.get(vmid)
     if target is None:
         return _standing(d, Phase.FAILED, f"no guest {vmid} to adopt")
-    if target.type != "lxc":
-        return _standing(d, Phase.FAILED, f"guest {vmid} is a VM; only containers can be adopted", target)
+    if target.type != d.kind.api:
+        other = "container" if target.type == "lxc" else "VM"
+        return _standing(d, Phase.FAILED, f"guest {vmid} is a {other}; this request is for a {d.kind.word}", target)
     owner = owner_of(target.tags)
     if owner not in (None, d.name):
         return _standing(d, Phase.FAILED, f"guest {vmid} already belongs to request {owner}", target)
@@ -322,11 +371,11 @@ def _adopt(d: Desired, observed: Observed, guests: list[Guest]) -> Action | Stan
     diffs = compare(d, target, config, None).everything
     if diffs:
         message = (
-            f"container {vmid} adopted on {target.node}: {len(diffs)} difference(s) from the request, reported and"
+            f"{d.kind.word} {vmid} adopted on {target.node}: {len(diffs)} difference(s) from the request, reported and"
             " not applied; remove adopt: true to apply them"
         )
     else:
-        message = f"container {vmid} adopted on {target.node}: it matches the request; remove adopt: true"
+        message = f"{d.kind.word} {vmid} adopted on {target.node}: it matches the request; remove adopt: true"
     return _standing(d, Phase.READY, message, target, drift=diffs, applied=not diffs)
 
 

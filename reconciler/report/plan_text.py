@@ -21,6 +21,7 @@ from reconciler.model.action import (
     Action,
     AdoptContainer,
     ChangeRecords,
+    CloneVm,
     CreateContainer,
     DestroyContainer,
     FindAddress,
@@ -197,9 +198,9 @@ def _entries(view: PlanView) -> list[str]:
 
 
 def _action_lines(action: Action, transport: Transport) -> list[str]:
-    where = _where(action.vmid, action.node)
+    where = f"{action.guest} on {action.node}" if not isinstance(action, ChangeRecords) else ""
     match action:
-        case CreateContainer():
+        case CreateContainer() | CloneVm():
             return [f"+ {action.describe()}", *setup_lines(action.desired.setup, transport, INDENT)]
         case UpdateContainer():
             out = []
@@ -212,7 +213,9 @@ def _action_lines(action: Action, transport: Transport) -> list[str]:
                     for line, change in zip(edits, action.changes, strict=True)
                 ]
             if action.grow_to is not None:
-                out.append(f"~ resize {action.name}: {where}: rootfs -> {action.grow_to} GB")
+                out.append(f"~ resize {action.name}: {where}: {action.disk} -> {action.grow_to} GB")
+            if action.next_boot:
+                out.append(f"{INDENT}(cloud-init changes take effect at the VM's next boot)")
             return out
         case MigrateContainer():
             return [f"> {action.describe()}"]
