@@ -48,6 +48,7 @@ site:
     vmbr0: {{cidr: 192.168.50.0/24, gateway: 192.168.50.1}}
   vlans: [10, 20]
   templates: {{debian-12: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"}}
+  vm_templates: {{debian-12-ci: 9000}}
   limits: {{cores: [1, 8], memory: [256, 16384], disk: [2, 200]}}
   vmid_range: [{vmid_low}, {vmid_high}]
   reserved_ips: [192.168.50.1]

@@ -171,7 +171,7 @@ def _moved(before: Guest, now: Guest) -> bool:
 
 def _read(pve: Proxmox, guest: Guest) -> GuestConfig | None:
     try:
-        return pve.container_config(guest.node, guest.vmid)
+        return pve.container_config(guest.node, guest.vmid, guest.type)
     except ProxmoxError as exc:  # this guest's drift is not known this pass; the others still are
         log.warning("config unreadable", vmid=guest.vmid, node=guest.node, reason=exc.reason)
         return None
@@ -204,15 +204,16 @@ def observe(
         intents=tuple(store.intents()),
         at=time.time(),
     )
-    owned = [g for found in base.owned.values() for g in found if g.type == "lxc"]
-    owned += [g for g in guests if g.vmid in adopting and g.type == "lxc" and g not in owned]
+    owned = [g for found in base.owned.values() for g in found]
+    owned += [g for g in guests if g.vmid in adopting and g not in owned]
     fresh = {r.action.vmid for r in base.in_flight.values()}
     fresh.update(g.vmid for name in settling for g in base.owned.get(name, []))
     configs = (cache or ConfigCache(refresh=0)).configs(pve, owned, fresh)
-    dhcp = [
+    dhcp = [  # a VM's address comes from its guest agent, in a job: an agent may take seconds to answer
         g
         for g in owned
-        if g.status == GuestStatus.RUNNING
+        if g.type == "lxc"
+        and g.status == GuestStatus.RUNNING
         and (c := configs.get(g.vmid)) is not None
         and _DHCP.search(c.get("net0") or "")
     ]

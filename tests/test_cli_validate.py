@@ -32,7 +32,7 @@ def test_validate_prints_one_line_per_problem_and_exits_1(tmp_path: Path) -> Non
     result = run("validate", "requests", cwd=tmp_path)
     assert result.stdout.splitlines() == [
         "requests/bad.yaml:profile: 'nope' is not an approved profile (generic-service, monitoring-node, "
-        "static-website, web-app)"
+        "static-website, vm-generic, web-app)"
     ]
     (tmp_path / "requests/bad.yaml").unlink()
     result = run("validate", "requests/ok.yaml", cwd=tmp_path)

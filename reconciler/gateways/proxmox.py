@@ -439,7 +439,21 @@ class Proxmox:
         """A guest's config (pending changes included, as Proxmox shows them) with its digest."""
         raw = self.guest_config(node, kind, vmid)
         digest = str(raw.pop("digest", ""))
-        return GuestConfig(vmid, node, {key: str(value) for key, value in raw.items()}, digest)
+        values = {key: str(value) for key, value in raw.items()}
+        pending: list[str] = []
+        if kind == "qemu":
+            # A running VM takes some changes (memory, cloud-init) only at its next boot: compared as written,
+            # and said to wait for that boot.
+            rows = self._call("read config", "GET", lambda api: api.nodes(node).qemu(vmid).pending.get(), node)
+            for row in rows or []:
+                key = str(row.get("key", ""))
+                if row.get("delete"):
+                    values.pop(key, None)
+                    pending.append(key)
+                elif "pending" in row:
+                    values[key] = str(row["pending"])
+                    pending.append(key)
+        return GuestConfig(vmid, node, values, digest, tuple(sorted(pending)))
 
     def update_config(
         self,

@@ -197,6 +197,14 @@ class FindAddress(ActionBase):
     def worth_retry(self, temporary: bool) -> bool:
         return True
 
+    def standing(self, job: int | None = None, failure: str | None = None, output: tuple[str, ...] = ()) -> Standing:
+        """A VM's wait says what it waits for (its agent, or DHCP), in place of the plain progress."""
+        base = super().standing(job, failure, output)
+        if failure is None or self.desired.vm is None:
+            return base
+        said = failure.removeprefix(f"{self.job_type.value.replace('-', ' ')} failed: ")
+        return replace(base, message=f"VM {self.vmid} running on {self.node}; {said}")
+
 
 @dataclass(frozen=True)
 class Provision(ActionBase):

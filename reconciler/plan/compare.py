@@ -226,10 +226,11 @@ def compare(d: Desired, guest: Guest, config: GuestConfig, applied: Applied | No
     refused: list[Refusal] = []
     grow_to = None
     size = disk_gb(config, vm)
-    # A VM's disk grown to this size already: trusted over a size that did not follow (a resize Proxmox
-    # acknowledged); a new size asked in Git grows it again.
-    grown = vm and last.get(GROWN) == str(c.disk)
-    if size is not None and c.disk > size and not grown:
+    grown = last.get(GROWN, "")
+    if size is not None and vm and grown.isdigit():
+        # The size a VM's disk was grown to is trusted over a reported size that has not followed yet.
+        size = max(size, int(grown))
+    if size is not None and c.disk > size:
         grow_to = c.disk
     elif size is not None and c.disk < size:
         refused.append(Refusal("resources.disk", f"{c.disk} GB", f"{size} GB (a disk cannot shrink)"))

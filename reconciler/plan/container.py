@@ -35,7 +35,7 @@ from reconciler.model.vocab import (
     ResourceState,
     SetupState,
 )
-from reconciler.plan.compare import Comparison, compare, disk_key
+from reconciler.plan.compare import Comparison, compare, disk_key, fields_of
 
 # The locks of a guest being made: a container's create task, a VM's clone.
 CREATING_LOCKS = ("create", "clone")
@@ -286,6 +286,10 @@ def _in_place(
         )
     if d.life.state == GuestState.STOPPED:
         message += " (state: stopped)"
+    config = observed.configs.get(guest.vmid)
+    waiting = [k for k in config.pending if k in fields_of(d)] if config is not None else []
+    if waiting and guest.status == GuestStatus.RUNNING:
+        message += f"; {', '.join(waiting)} changed, in effect at its next boot"
     if found is not None and found.drift:
         why = "flapping: it came back after corrections" if flapping else "drift: report"
         message += f"; {len(found.drift)} field(s) changed by hand, not corrected ({why})"
