@@ -65,7 +65,7 @@ def vm_yaml(name: str, /, **changes: Any) -> str:
 
 
 def problems_of(text: str, name: str = "docker1") -> list[str]:
-    valid, invalid = validate([RequestFile(f"requests/{name}.yaml", name, text.encode())], PROFILES, SITE)
+    _, invalid = validate([RequestFile(f"requests/{name}.yaml", name, text.encode())], PROFILES, SITE)
     return [str(p) for p in invalid[0].problems] if invalid else []
 
 
