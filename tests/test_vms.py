@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import shutil
+import signal
 import struct
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -19,9 +21,10 @@ from urllib.parse import parse_qs, unquote
 import pytest
 import yaml
 from clirun import plan as plan_cli
-from conftest import PROFILES, SITE, FakeCluster, OperatorClone
+from conftest import PROFILES, SITE, DaemonProcess, FakeCluster, OperatorClone
 from hypothesis import given
 from hypothesis import strategies as st
+from test_crash import database, logged, phase_is, reading, remote_status, settled
 
 from reconciler.config import load_config
 from reconciler.desired.profile import builtin_profiles_dir
@@ -474,3 +477,36 @@ def test_reconciler_plan_shows_the_clone(
     assert "+ create docker1: vm 200 on pve1, full clone of template debian-12-ci (9000)" in result.stdout, (
         result.stdout
     )
+
+
+def test_sigkill_during_a_clone_makes_no_second_vm(
+    vm_config: Path, daemon: DaemonProcess, operator: OperatorClone, cluster: FakeCluster
+) -> None:
+    db = database(vm_config)
+    cluster.pve.time_scale = 1.0  # tasks run as on a node: the call returns, the task goes on
+    cluster.pve.clone_gate.clear()  # the clone's copy runs until the test lets it end
+    try:
+        daemon.configure(recheck=0.2).start()
+        push(operator, "docker1", vm_yaml("docker1", network=static(64)))
+        assert daemon.push_hook()[0] == 202
+        daemon.wait_for(lambda: logged(db, "clone task UPID:pve1:"), what="the clone call")
+        assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+        # The copy ends while nobody watches: the VM is there, unlocked, without its config or marker.
+    finally:
+        cluster.pve.clone_gate.set()
+    vm = made_vm(cluster)
+    deadline = time.monotonic() + 30
+    while vm.lock is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert vm.lock is None and "tags" not in vm.config
+
+    daemon.start()
+    daemon.wait_for(phase_is(operator, "docker1", "Ready"), what="status/docker1.yaml Ready on the remote")
+
+    assert made_vm(cluster) is vm  # finished, not cloned again
+    assert len(calls(cluster, "POST", f"/qemu/{VM_TEMPLATE}/clone")) == 1
+    assert vm.config["tags"] == "reconciler;reconciler.docker1" and vm.status == "running"
+    assert remote_status(operator, "docker1")["vmid"] == vm.vmid
+    assert daemon.stop() == 0
+    with reading(db) as store:
+        settled(store)
