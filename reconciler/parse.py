@@ -119,6 +119,8 @@ def counted(count: int, noun: str) -> str:
 # What each pattern of a model (requests, profiles, config) allows, for a person: pydantic would print the regex.
 # Keyed by the pattern's text; tests/test_parse.py checks that every pattern of those models is here.
 PATTERN_WORDS: dict[str, str] = {
+    # cloud_init.user in reconciler/desired/request.py: a Linux user name as cloud-init creates it
+    r"^[a-z_][a-z0-9_-]{0,31}$": "may use a-z, 0-9, '_' and '-', 1-32 characters, starting with a letter or '_'",
     # DNS_LABEL in reconciler/desired/request.py: names, hostnames, package sets
     r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$": (
         "may use a-z, 0-9 and '-', 1-63 characters, not starting or ending with '-'"

@@ -115,7 +115,10 @@ def test_an_invalid_request_is_reported_and_the_valid_ones_beside_it_are_provisi
     broken = operator.yaml("status/broken.yaml")
     assert broken["phase"] == "Invalid" and "not valid YAML at line 2" in broken["problems"][0]
     vm = operator.yaml("status/vm.yaml")
-    assert vm["problems"] == ["kind: vm is not supported yet; only lxc containers can be requested"]
+    assert vm["problems"] == [
+        "cloud_init: required for kind vm: at least user (and ssh_keys to log in)",
+        "kind: profile generic-service supports lxc only",
+    ]
     job = runtime.store.job(bad["job"])
     assert job is not None and job.type == "validate" and job.status == "failed"
     assert [line.message for line in runtime.store.logs(job.id)] == ["requests/bad.yaml: colour: unknown key"]

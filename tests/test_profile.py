@@ -11,9 +11,11 @@ from reconciler.desired.profile import builtin_profiles_dir, load_profiles
 from reconciler.model.errors import ConfigError
 
 
-def test_the_four_profiles_of_the_spec_ship() -> None:
+def test_the_four_profiles_of_the_spec_and_a_vm_profile_ship() -> None:
     profiles = load_profiles(builtin_profiles_dir(), {"debian-12"})
-    assert sorted(profiles) == ["generic-service", "monitoring-node", "static-website", "web-app"]
+    assert sorted(profiles) == ["generic-service", "monitoring-node", "static-website", "vm-generic", "web-app"]
+    vm = profiles["vm-generic"]
+    assert (vm.supported_kind, vm.template, vm.agent) == ("vm", "debian-12-ci", True)
     assert not profiles["generic-service"].allow_public_exposure
     assert profiles["monitoring-node"].monitoring and not profiles["monitoring-node"].allow_domain
     assert profiles["static-website"].default_web_server == "nginx"

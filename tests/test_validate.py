@@ -63,7 +63,7 @@ def test_the_readme_request_is_valid() -> None:
         (
             {"profile": "kitchen-sink"},
             "profile: 'kitchen-sink' is not an approved profile (generic-service, monitoring-node, static-website, "
-            "web-app)",
+            "vm-generic, web-app)",
         ),
         ({"node": "pve9"}, "node: 'pve9' is not an approved node (pve1, pve2, pve3)"),
         ({"storage": "nfs"}, "storage: 'nfs' is not an approved storage (local-lvm)"),
@@ -122,7 +122,7 @@ def test_the_readme_request_is_valid() -> None:
             {"service": {"domain": "x.example.com", "health": "healthz"}},
             "service.health: must be a URL path such as /healthz: '/' first",
         ),
-        ({"kind": "vm"}, "kind: vm is not supported yet; only lxc containers can be requested"),
+        ({"kind": "vm"}, "kind: profile generic-service supports lxc only"),
         (
             {"profile": "static-website", "package_sets": ["docker"]},
             "package_sets: 'docker' is not an optional set of profile static-website (none)",

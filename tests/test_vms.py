@@ -27,10 +27,12 @@ from hypothesis import strategies as st
 from test_crash import database, logged, phase_is, reading, remote_status, settled
 
 from reconciler.config import load_config
+from reconciler.demo import TOKEN_ID
 from reconciler.desired.profile import builtin_profiles_dir
 from reconciler.desired.request import public_key_problem
 from reconciler.desired.validate import validate
 from reconciler.fake import VM_TEMPLATE, guest_interfaces
+from reconciler.gateways.proxmox import REQUIRED_PRIVILEGES
 from reconciler.gateways.proxmox_body import sshkeys
 from reconciler.model.desired import RequestFile
 from reconciler.model.observed import Interface, vm_address
@@ -300,7 +302,7 @@ def test_a_template_without_agent_never_waits_for_one(
     shown = status(operator, "plain")
     assert shown["phase"] == "Ready"
     assert "its DHCP address is unknown: its profile says the template has no QEMU guest agent" in shown["message"]
-    assert [j.type for j in vms.store.jobs(limit=10)] == ["create"]
+    assert [j.type for j in vms.store.jobs(limit=10)] == ["clone"]
 
 
 def test_an_agent_that_never_answers_leaves_the_status_waiting_for_it(
@@ -379,7 +381,7 @@ def test_a_storage_lock_timeout_is_tried_again_after_a_backoff(
     report = vms.reconciler.once()
 
     assert "got timeout" in report.statuses["docker1"].message
-    [attempt] = [j for j in vms.store.jobs(limit=10) if j.type == "create"]
+    [attempt] = [j for j in vms.store.jobs(limit=10) if j.type == "clone"]
     assert attempt.status == "failed"
     vms.reconciler.once()  # a new run tries failures again at once; the daemon waits out the backoff
     assert made_vm(cluster).name == "docker1"
@@ -510,3 +512,30 @@ def test_sigkill_during_a_clone_makes_no_second_vm(
     assert daemon.stop() == 0
     with reading(db) as store:
         settled(store)
+
+
+# --- the role: what VMs add to it, each needed --------------------------------------------------------------------
+
+VM_PRIVILEGES = {  # privilege -> the step that fails without it, and the path the status names
+    "VM.Clone": ("clone failed: ", f"/vms/{VM_TEMPLATE}"),
+    "VM.Config.Cloudinit": ("update config failed: ", "/vms/200"),
+    "VM.GuestAgent.Audit": ("read guest agent failed: ", "/vms/200"),
+}
+
+
+@pytest.mark.parametrize("privilege", sorted(VM_PRIVILEGES))
+def test_without_a_vm_privilege_the_status_names_it_and_the_path(
+    operator: OperatorClone, cluster: FakeCluster, vms: Runtime, privilege: str
+) -> None:
+    cluster.pve.acl[TOKEN_ID] = [("/", set(REQUIRED_PRIVILEGES) - {privilege})]
+    push(operator, "docker1", vm_yaml("docker1"))
+    vms.reconciler.once()
+    if privilege == "VM.GuestAgent.Audit":
+        boot(cluster, made_vm(cluster))
+        vms.reconciler.once()
+
+    step, path = VM_PRIVILEGES[privilege]
+    message = status(operator, "docker1")["message"]
+    assert step in message and f"the API token lacks {privilege}" in message and f" on {path} " in message, message
+    made = [v for v in cluster.pve.vms if not v.template]
+    assert len(made) == (0 if privilege == "VM.Clone" else 1)  # a refused config is retried, never recloned

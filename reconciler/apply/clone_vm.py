@@ -35,7 +35,7 @@ def clone_vm(action: CloneVm, job: JobContext) -> str:
         job.store.hold(d.name, ResourceKind.VM, str(vmid), node, ResourceState.CREATING, job.job_id)
         how = "full" if vm.full_clone else "linked"
         job.log.info(f"{how} clone of template {vm.template} ({vm.template_vmid}) on {action.source} as VM {vmid}")
-        with job.intent(JobType.CREATE, vmid, node, d.name):
+        with job.intent(JobType.CLONE, vmid, node, d.name):
             job.task(
                 "clone",
                 action.source,
@@ -48,7 +48,7 @@ def clone_vm(action: CloneVm, job: JobContext) -> str:
     owner = owner_of(split_tags(seen.get("tags")))
     if owner not in (None, d.name) or seen.get("name") != c.hostname:
         raise ProxmoxError("configure", f"VM {vmid} on {node} is not the clone this job made; it is left alone")
-    with job.intent(JobType.CREATE, vmid, node, d.name):
+    with job.intent(JobType.CLONE, vmid, node, d.name):
         job.pve.update_config(node, vmid, configure_vm(d, seen), [], seen.digest, QEMU)
     job.record(lambda: job.store.hold(d.name, ResourceKind.VM, str(vmid), node, ResourceState.CREATED, job.job_id))
     job.log.info(f"config written: marker, {c.cores} cores, {c.memory} MB, cloud-init for user {vm.cloud_init.user}")

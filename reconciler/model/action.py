@@ -137,7 +137,7 @@ class CloneVm(ActionBase):
     """
 
     kind = ResourceKind.VM
-    job_type = JobType.CREATE
+    job_type = JobType.CLONE
     creates = True
     source: str = ""  # the node that holds the template
     resume: bool = False  # the clone exists already (made before a restart): its config, disk and start remain

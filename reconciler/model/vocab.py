@@ -25,6 +25,7 @@ class JobType(StrEnum):
     """What one job does; each action kind has one, and a refused request gets a `validate` job."""
 
     CREATE = "create"
+    CLONE = "clone"  # a VM, from its template
     START = "start"
     FIND_ADDRESS = "find-address"
     PROVISION = "provision"

@@ -71,7 +71,8 @@ def needs_foreign_addresses(valid: Iterable[Desired], observed: Observed, now: f
 
     def held_back(d: Desired) -> bool:
         attempt = observed.attempts.get(d.name)
-        return attempt is not None and attempt.holds(JobType.CREATE, d.revision, now)
+        made_by = JobType.CLONE if d.vm is not None else JobType.CREATE
+        return attempt is not None and attempt.holds(made_by, d.revision, now)
 
     return any(d.static_ip is not None and d.name not in busy and not held_back(d) for d in valid)
 
