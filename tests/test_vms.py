@@ -193,6 +193,8 @@ def vm_config(config_path: Path, tmp_path: Path) -> Path:
     shutil.copytree(builtin_profiles_dir(), profiles)
     plain = yaml.safe_load((profiles / "vm-generic.yaml").read_text())
     (profiles / "vm-plain.yaml").write_text(yaml.safe_dump({**plain, "name": "vm-plain", "agent": False}))
+    steps = {**plain, "name": "vm-steps", "package_sets": ["base"], "post_create_actions": ["install-packages"]}
+    (profiles / "vm-steps.yaml").write_text(yaml.safe_dump(steps))
     doc = yaml.safe_load(config_path.read_text())
     doc["proxmox"].update(agent_timeout=1, config_refresh=0)
     doc["profiles"] = str(profiles)
@@ -321,6 +323,38 @@ def test_an_agent_that_never_answers_leaves_the_status_waiting_for_it(
     assert "waiting for its QEMU guest agent, which has not answered after 1 s" in shown["message"]
     assert "is qemu-guest-agent installed and running in the template?" in shown["message"]
     assert shown.get("address") is None
+
+
+def test_setup_steps_are_not_run_in_a_vm_and_the_status_says_why(
+    operator: OperatorClone, cluster: FakeCluster, vms: Runtime
+) -> None:
+    push(operator, "docker1", vm_yaml("docker1", profile="vm-steps", network=static(65)))
+    vms.reconciler.once()
+
+    shown = status(operator, "docker1")
+    assert shown["phase"] == "Ready"
+    assert "setup is off for VMs: a VM's SSH host key cannot be learned" in shown["message"]
+    assert "steps not run" in shown["message"]
+    assert [j.type for j in vms.store.jobs(limit=10)] == ["clone"]
+
+
+def test_state_stopped_shuts_the_vm_down_and_present_starts_it_again(
+    operator: OperatorClone, cluster: FakeCluster, vms: Runtime
+) -> None:
+    push(operator, "keep", vm_yaml("keep", network=static(66)))  # a bystander: the guard lets one of two stop
+    push(operator, "docker1", vm_yaml("docker1", network=static(67)))
+    vms.reconciler.once()
+    [vm] = [v for v in cluster.pve.vms if v.name == "docker1"]
+
+    push(operator, "docker1", vm_yaml("docker1", network=static(67), state="stopped"))
+    vms.reconciler.once()
+    assert vm.status == "stopped"
+    assert calls(cluster, "POST", f"/qemu/{vm.vmid}/status/shutdown")
+    assert status(operator, "docker1")["message"] == f"VM {vm.vmid} stopped on pve1 (state: stopped)"
+
+    push(operator, "docker1", vm_yaml("docker1", network=static(67)))
+    vms.reconciler.once()
+    assert vm.status == "running"
 
 
 def test_a_static_address_needs_no_agent(operator: OperatorClone, cluster: FakeCluster, vms: Runtime) -> None:

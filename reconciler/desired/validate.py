@@ -28,6 +28,7 @@ from reconciler.model.desired import (
 )
 from reconciler.model.owner import MONITORING_TAG, NAME_PREFIX, OWNER_TAG, description_for
 from reconciler.model.problem import Problem
+from reconciler.model.setup import Setup
 from reconciler.model.vocab import DriftMode, GuestState, NetworkMode
 from reconciler.parse import counted, from_validation_error, load_yaml, quoted
 
@@ -253,7 +254,9 @@ def _resolve(request: Request, profile: Profile, site: SiteConfig | None, file: 
             vmid=request.vmid,
             migrate=request.migrate,
         ),
-        setup=build_setup(
+        setup=Setup()  # a VM's steps are its profile's post-create actions only (its template holds the rest)
+        if request.kind == "vm" and not profile.post_create_actions
+        else build_setup(
             name=request.name,
             path=file.path,
             hostname=request.host,

@@ -72,7 +72,9 @@ class PlanView:
 
 def kind_of(action: Action) -> str:
     """The action's word in the summary and the JSON: its job type, but `resize` for an update of the disk
-    alone and `setup` for a provision."""
+    alone, `setup` for a provision and `create` for a VM's clone."""
+    if isinstance(action, CloneVm):
+        return "create"
     if isinstance(action, UpdateContainer) and not action.changes:
         return "resize"
     if isinstance(action, Provision):
