@@ -45,7 +45,7 @@ def test_a_task_still_running_at_the_timeout_is_an_error_not_a_silent_none(clust
     with pytest.raises(ProxmoxError, match=r"still running after 0\.3 s"):
         pve.wait_task("pve1", upid, 0.3, "create")
     # Meanwhile the guest shows, locked, without tags: how a restart recognises an interrupted create.
-    [guest] = pve.guests()
+    [guest] = [g for g in pve.guests() if g.type == "lxc"]  # beside the template VM
     assert (guest.vmid, guest.lock, guest.tags) == (200, "create", ())
 
 
@@ -156,7 +156,7 @@ def test_resize_grows_the_root_disk_and_a_smaller_size_is_refused(cluster: FakeC
 def test_migrate_in_restart_mode_moves_a_running_container_and_it_runs_there(cluster: FakeCluster) -> None:
     pve = running_ct(cluster)
     pve.wait_task("pve1", pve.migrate("pve1", VMID, "pve2", restart=True), 5, "migrate")
-    [guest] = pve.guests()
+    [guest] = [g for g in pve.guests() if g.type == "lxc"]  # beside the template VM
     assert (guest.node, guest.status) == ("pve2", GuestStatus.RUNNING)
     assert status(pve, "pve2") == GuestStatus.RUNNING
 
@@ -179,7 +179,7 @@ def test_destroy_is_refused_for_a_protected_container_and_removes_an_unprotected
     with pytest.raises(ProxmoxError) as caught:
         pve.destroy("pve1", VMID)
     assert caught.value.reason == "can't remove CT 300 - protection mode enabled" and not caught.value.temporary
-    assert [g.vmid for g in pve.guests()] == [VMID]
+    assert [g.vmid for g in pve.guests() if g.type == "lxc"] == [VMID]
     pve.update_config("pve1", VMID, {}, ("protection",), pve.container_config("pve1", VMID).digest)
     # Proxmox refuses to destroy an HA resource without purge=1 (HA is set on the model: the role may not).
     cluster.pve.ct(VMID).ha_state = "stopped"
