@@ -184,7 +184,7 @@ def test_destroy_is_refused_for_a_protected_container_and_removes_an_unprotected
     # Proxmox refuses to destroy an HA resource without purge=1 (HA is set on the model: the role may not).
     cluster.pve.ct(VMID).ha_state = "stopped"
     pve.wait_task("pve1", pve.destroy("pve1", VMID), 5, "destroy")
-    assert pve.guests() == []
+    assert [g for g in pve.guests() if g.type == "lxc"] == []
 
 
 def test_wait_unlocked_waits_out_a_backup_lock(cluster: FakeCluster) -> None:
