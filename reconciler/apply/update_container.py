@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from reconciler.apply.context import JobContext
-from reconciler.gateways.proxmox_body import update_container, update_vm
+from reconciler.gateways.proxmox_body import update_guest as body
 from reconciler.model.action import UpdateContainer
 from reconciler.model.vocab import JobType
 from reconciler.plan.compare import GROWN, wanted
@@ -22,7 +22,6 @@ def update_guest(action: UpdateContainer, job: JobContext) -> str:
     if seen is None:  # an update planned without a config (clearing protection before a destroy): read it now
         job.owned_state(node, vmid, d.name, kind)
         seen = job.pve.container_config(node, vmid, kind)
-    body = update_vm if d.vm is not None else update_container
     params, delete = body(d, action.changes, seen)
     for line in action.lines():
         job.log.info(line)

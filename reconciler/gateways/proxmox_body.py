@@ -56,41 +56,6 @@ def create_container(desired: Desired, vmid: int, start: bool | None = None) -> 
     return params
 
 
-def update_container(
-    desired: Desired, changes: Sequence[Drift], seen: GuestConfig
-) -> tuple[dict[str, ParamValue], list[str]]:
-    """The body of PUT /nodes/{node}/lxc/{vmid}/config for these changes, and the keys to delete.
-
-    Property strings are merged key by key into what the guest has: net0 keeps its hwaddr (a new one would
-    be a new MAC) and keys the request does not set; features keeps flags other than nesting.
-    """
-    c = desired.container
-    params: dict[str, ParamValue] = {}
-    delete: list[str] = []
-    for change in changes:
-        name = change.field
-        if name == "description":
-            params["description"] = c.description
-        elif name == "net0":
-            props = {
-                k: v for k, v in split_props(seen.get("net0")).items() if k not in ("name", "bridge", "ip", "gw", "tag")
-            }
-            props.update(c.network.owned_props())
-            params["net0"] = join_props(props, first="name")
-        elif name == "features.nesting":
-            props = split_props(seen.get("features"))
-            props.pop("nesting", None)
-            if change.desired == "1":
-                props["nesting"] = "1"
-            if props:
-                params["features"] = join_props(props)
-            else:
-                delete.append("features")
-        else:
-            params[name] = change.desired
-    return params, delete
-
-
 def sshkeys(keys: Sequence[str]) -> str:
     """A VM's `sshkeys` as Proxmox expects it: the keys newline-joined, then URL-encoded with every reserved
     character escaped (`/`, `+`, `:`, `=`, `@` too) and spaces as %20, never `+` (it would decode as a `+`)."""
@@ -146,19 +111,40 @@ def configure_vm(desired: Desired, seen: GuestConfig) -> dict[str, ParamValue]:
     return params
 
 
-def update_vm(desired: Desired, changes: Sequence[Drift], seen: GuestConfig) -> tuple[dict[str, ParamValue], list[str]]:
-    """The body of PUT /nodes/{node}/qemu/{vmid}/config for these changes, and the keys to delete."""
+def update_guest(
+    desired: Desired, changes: Sequence[Drift], seen: GuestConfig
+) -> tuple[dict[str, ParamValue], list[str]]:
+    """The body of PUT /nodes/{node}/{lxc|qemu}/{vmid}/config for these changes, and the keys to delete.
+
+    Property strings are merged key by key into what the guest has: net0 keeps its MAC (a new one would be a
+    new NIC) and keys the request does not set; features keeps flags other than nesting. A VM's cloud-init
+    keys the request no longer sets are deleted.
+    """
     c, vm = desired.container, desired.vm
-    assert vm is not None
     params: dict[str, ParamValue] = {}
     delete: list[str] = []
     for change in changes:
         name = change.field
         if name == "description":
             params["description"] = c.description
-        elif name == "net0":
+        elif name == "net0" and vm is not None:
             params["net0"] = vm_net0(c.network, seen.get("net0"))
-        elif name == "sshkeys" and vm.cloud_init.ssh_keys:
+        elif name == "net0":
+            props = {
+                k: v for k, v in split_props(seen.get("net0")).items() if k not in ("name", "bridge", "ip", "gw", "tag")
+            }
+            props.update(c.network.owned_props())
+            params["net0"] = join_props(props, first="name")
+        elif name == "features.nesting":
+            props = split_props(seen.get("features"))
+            props.pop("nesting", None)
+            if change.desired == "1":
+                props["nesting"] = "1"
+            if props:
+                params["features"] = join_props(props)
+            else:
+                delete.append("features")
+        elif name == "sshkeys" and vm is not None and vm.cloud_init.ssh_keys:
             params["sshkeys"] = sshkeys(vm.cloud_init.ssh_keys)
         elif name in ("sshkeys", "nameserver", "searchdomain") and not change.desired:
             delete.append(name)

@@ -72,6 +72,30 @@ def ipconfig0(d: Desired) -> str:
     return f"ip={net.address}" + (f",gw={net.gateway}" if net.gateway is not None else "")
 
 
+def _shared_wanted(d: Desired) -> dict[str, str]:
+    """The owned fields a container and a VM share, as the request wants them."""
+    c = d.container
+    return {
+        "cores": str(c.cores),
+        "memory": str(c.memory),
+        "description": c.description.rstrip(),
+        "tags": normal_tags([*tags_for(d.name, d.monitoring), *c.tags]),
+        "onboot": "1" if c.start and d.life.state == GuestState.PRESENT else "0",
+        "protection": "1" if c.protected else "0",
+    }
+
+
+def _shared_seen(v: Mapping[str, str]) -> dict[str, str]:
+    """The owned fields a container and a VM share, as Proxmox holds them (cores' default differs: the caller's)."""
+    return {
+        "memory": v.get("memory", "512"),
+        "description": (v.get("description") or "").rstrip(),
+        "tags": normal_tags(v.get("tags", "").replace(",", ";").replace(" ", ";").split(";")),
+        "onboot": flag(v.get("onboot")),
+        "protection": flag(v.get("protection")),
+    }
+
+
 def _vm_wanted(d: Desired) -> dict[str, str]:
     c, vm = d.container, d.vm
     assert vm is not None
@@ -79,12 +103,7 @@ def _vm_wanted(d: Desired) -> dict[str, str]:
     net = {"bridge": c.network.bridge} | ({"tag": str(c.network.vlan)} if c.network.vlan is not None else {})
     return {
         "name": c.hostname,
-        "cores": str(c.cores),
-        "memory": str(c.memory),
-        "description": c.description.rstrip(),
-        "tags": normal_tags([*tags_for(d.name, d.monitoring), *c.tags]),
-        "onboot": "1" if c.start and d.life.state == GuestState.PRESENT else "0",
-        "protection": "1" if c.protected else "0",
+        **_shared_wanted(d),
         "net0": ",".join(f"{k}={net[k]}" for k in VM_NET_KEYS if k in net),
         "agent": "1" if vm.agent else "0",
         "ipconfig0": ipconfig0(d),
@@ -102,12 +121,8 @@ def _vm_seen(config: GuestConfig) -> dict[str, str]:
     ip = split_props(v.get("ipconfig0"))
     return {
         "name": v.get("name", ""),
+        **_shared_seen(v),
         "cores": v.get("cores", "1"),
-        "memory": v.get("memory", "512"),
-        "description": (v.get("description") or "").rstrip(),
-        "tags": normal_tags(v.get("tags", "").replace(",", ";").replace(" ", ";").split(";")),
-        "onboot": flag(v.get("onboot")),
-        "protection": flag(v.get("protection")),
         "net0": ",".join(f"{k}={net[k]}" for k in VM_NET_KEYS if k in net),
         "agent": flag(agent.get("enabled", agent.get(""))),
         "ipconfig0": ",".join(f"{k}={ip[k]}" for k in ("ip", "gw") if k in ip),
@@ -137,13 +152,8 @@ def wanted(d: Desired) -> dict[str, str]:
     c = d.container
     return {
         "hostname": c.hostname,
-        "cores": str(c.cores),
-        "memory": str(c.memory),
+        **_shared_wanted(d),
         "swap": str(c.swap),
-        "description": c.description.rstrip(),
-        "tags": normal_tags([*tags_for(d.name, d.monitoring), *c.tags]),
-        "onboot": "1" if c.start and d.life.state == GuestState.PRESENT else "0",
-        "protection": "1" if c.protected else "0",
         "net0": _net_normal(c.network.owned_props()),
         "features.nesting": "1" if c.nesting else "0",
     }
@@ -157,13 +167,9 @@ def seen(config: GuestConfig, vm: bool = False) -> dict[str, str]:
     net = split_props(v.get("net0"))
     return {
         "hostname": v.get("hostname", ""),
+        **_shared_seen(v),
         "cores": v.get("cores", ""),
-        "memory": v.get("memory", "512"),
         "swap": v.get("swap", "512"),
-        "description": (v.get("description") or "").rstrip(),
-        "tags": normal_tags(v.get("tags", "").replace(",", ";").replace(" ", ";").split(";")),
-        "onboot": flag(v.get("onboot")),
-        "protection": flag(v.get("protection")),
         "net0": _net_normal(net),
         "features.nesting": flag(split_props(v.get("features")).get("nesting")),
     }
