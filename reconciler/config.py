@@ -166,11 +166,20 @@ class LocalConfig(Strict):
     pct: str = Field(default="pct", description="the pct command, looked up on the daemon's PATH")
 
 
+class VmSshConfig(Strict):
+    """How the reconciler reaches a VM for its setup: SSH as its cloud-init user, with this key only."""
+
+    key: Path = Field(description="private key file (empty passphrase) whose public key the VM requests list")
+    port: int = Field(default=22, ge=1, le=65535)
+    connect_timeout: float = Field(default=10.0, gt=0, description="seconds")
+
+
 class ProvisionConfig(Strict):
-    """Setup inside containers after create: how `pct` is reached, and how long a step may take."""
+    """Setup inside guests after create: how `pct` is reached, how a VM is, and how long a step may take."""
 
     transport: Transport = Transport.OFF
     ssh: SshConfig | None = None
+    vm: VmSshConfig | None = Field(default=None, description="setup inside VMs over SSH; off when not set")
     local: LocalConfig = LocalConfig()
     step_timeout: float = Field(default=900.0, ge=1, description="seconds one step may take before it is killed")
     parallel_per_node: int = Field(default=2, ge=1, le=16, description="setups at once on one node")

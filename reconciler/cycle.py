@@ -27,6 +27,7 @@ from reconciler.gateways.git import Checkout
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox
 from reconciler.gateways.sqlite import JobStore
+from reconciler.gateways.ssh import GuestSsh
 from reconciler.model.desired import Desired
 from reconciler.model.errors import ReconcilerError
 from reconciler.model.observed import Observed
@@ -116,6 +117,7 @@ class Reconciler:
             dns,
             config.dns.owner_id if config.dns else "reconciler",
             self.zones.written if self.zones is not None else _nothing,
+            GuestSsh(config.provision.vm, config.provision.step_timeout) if config.provision.vm else None,
         )
         self.paths = GeneratedPaths(config.paths, config.prometheus.targets)
         self.configs = ConfigCache(refresh=config.proxmox.config_refresh)
@@ -156,6 +158,7 @@ class Reconciler:
             request_names=[f.name for f in source.requests] + [i.name for i in source.refused],
             now=now,
             setup_on=self.tools.pct is not None,
+            vm_setup_on=self.tools.guest_ssh is not None,
             guard=Guard(
                 self.config.guard.max_share,
                 self.config.guard.confirm_file,

@@ -15,6 +15,7 @@ from reconciler.gateways.dns import DnsServer
 from reconciler.gateways.pct import Pct
 from reconciler.gateways.proxmox import Proxmox, TaskFailed
 from reconciler.gateways.sqlite import JobStore
+from reconciler.gateways.ssh import GuestSsh
 from reconciler.model.errors import ProxmoxError, SetupError, StateError
 from reconciler.model.owner import owner_of
 from reconciler.model.vocab import GuestStatus, JobType
@@ -48,6 +49,7 @@ class Tools:
     dns: DnsServer | None = None  # None when dns.rfc2136 is not configured
     dns_owner: str = "reconciler"  # dns.owner_id, written into each record's ownership TXT
     records_written: Callable[[], None] = lambda: None  # a DNS job sent updates: zone views are stale
+    guest_ssh: GuestSsh | None = None  # None when provision.vm is not set: no setup inside VMs
 
 
 class JobLog:

@@ -386,6 +386,23 @@ class Proxmox:
             out.append(Interface(str(row.get("name", "")), ips, mac))
         return out
 
+    def agent_file(self, node: str, vmid: int, path: str) -> str | None:
+        """A file inside a VM, read by its QEMU guest agent; None while the agent does not answer yet."""
+        needs = f"VM.GuestAgent.FileRead on /vms/{vmid}"
+        try:
+            answer = self._call(
+                "read file through guest agent",
+                "GET",
+                lambda api: api.nodes(node).qemu(vmid).agent("file-read").get(file=path),
+                node,
+                needs,
+            )
+        except ProxmoxError as exc:
+            if exc.status == 500 and _AGENT_NOT_YET.search(exc.reason):
+                return None
+            raise
+        return str((answer or {}).get("content") or "")
+
     def guest_config(self, node: str, kind: str, vmid: int) -> dict[str, object]:
         """The config of a container (kind lxc) or VM (kind qemu)."""
         config = self._call("read config", "GET", lambda api: getattr(api.nodes(node), kind)(vmid).config.get(), node)

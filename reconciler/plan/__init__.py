@@ -137,6 +137,7 @@ def plan(
     request_names: Iterable[str] = (),
     now: float = 0.0,
     setup_on: bool = False,
+    vm_setup_on: bool = False,
     guard: Guard | None = None,
     previous: Mapping[str, Standing] | None = None,
     task_timeout: float = 600.0,
@@ -149,7 +150,8 @@ def plan(
     clash rule, so a clash stands beside their other problems, and a valid request that loses to one of them (it
     has a container) is refused.
     request_names are all request files, valid or not: an owned guest whose request file is gone is Orphaned.
-    now is the clock the attempts' retry times are read against. setup_on: whether setup in containers runs.
+    now is the clock the attempts' retry times are read against. setup_on: whether setup in containers runs;
+    vm_setup_on: whether it runs in VMs.
     guard: the mass-change guard (Guard() when None); previous: the statuses before this pass.
     dns: the DNS config, when records are made; dns_writes: whether they are written to a server (RFC 2136), so
     that records_rule plans updates (a hosts file alone needs only plan.records).
@@ -178,7 +180,14 @@ def plan(
                 standing = with_kept_records(standing, have)
         else:
             step = container_rule(
-                d, observed, free, vmids, setup_on, unclaimed=unclaimed, task_timeout=task_timeout, examined=examined
+                d,
+                observed,
+                free,
+                vmids,
+                vm_setup_on if d.vm is not None else setup_on,
+                unclaimed=unclaimed,
+                task_timeout=task_timeout,
+                examined=examined,
             )
             if isinstance(step, Standing):
                 standing = step

@@ -39,8 +39,6 @@ from reconciler.plan.compare import Comparison, compare, disk_key, fields_of
 
 # The locks of a guest being made: a container's create task, a VM's clone.
 CREATING_LOCKS = ("create", "clone")
-# Why setup steps do not run inside a VM: its SSH host key is not known from a source the reconciler trusts.
-VM_SETUP_OFF = "a VM's SSH host key cannot be learned from Proxmox with the README's role"
 FLAP_LIMIT = 3  # drift corrections of one guest within the window before it is called flapping
 FLAP_WINDOW = 3600.0  # seconds
 
@@ -109,9 +107,9 @@ def container_rule(
 ) -> Action | Standing:
     """The next action for the request's container, or its standing when there is nothing to do.
 
-    setup_on: whether setup inside containers can run. unclaimed: see unclaimed_creates. task_timeout: how
-    long a create begun before a restart may still be running before the request is Failed. examined: what
-    examine() found for the request, when the caller has it already.
+    setup_on: whether setup inside guests of the request's kind can run. unclaimed: see unclaimed_creates.
+    task_timeout: how long a create begun before a restart may still be running before the request is Failed.
+    examined: what examine() found for the request, when the caller has it already.
     """
     guests = observed.owned.get(d.name, [])
     if len(guests) > 1:
@@ -297,18 +295,9 @@ def _in_place(
     steps = len(d.setup.steps)
     if d.vm is not None and not steps:
         return ready  # nothing to set up inside
-    if d.vm is not None:
-        return replace(
-            ready,
-            message=f"{message}; setup is off for VMs: {VM_SETUP_OFF}, {steps} steps not run",
-            setup=SetupState.OFF,
-        )
-    if not setup_on:
-        return replace(
-            ready,
-            message=f"{message}; setup is off (provision.transport: off), {steps} steps not run",
-            setup=SetupState.OFF,
-        )
+    off = _setup_off(d, setup_on)
+    if off is not None:
+        return replace(ready, message=f"{message}; {off}, {steps} steps not run", setup=SetupState.OFF)
     record = observed.setups.get(d.name)
     if record is not None and record.done(guest.vmid, d.setup):
         health = d.service.health if d.service else None
@@ -318,6 +307,19 @@ def _in_place(
         why = "state: stopped" if d.life.state == GuestState.STOPPED else "start: false"
         return replace(ready, message=f"{message}; setup waits until it runs ({why})", setup=SetupState.WAITING)
     return Provision(d, guest.vmid, guest.node, found_address=known)
+
+
+def _setup_off(d: Desired, setup_on: bool) -> str | None:
+    """Why the request's setup steps cannot run in its guest, or None when they can."""
+    if d.vm is not None and not d.vm.agent:
+        # Its host key is learned through the agent, never trusted on first use.
+        return (
+            "setup is off for this VM: its profile says the template has no QEMU guest agent (agent: false),"
+            " through which the VM's SSH host key is learned"
+        )
+    if not setup_on:
+        return "setup is off for VMs (provision.vm is not set)" if d.vm else "setup is off (provision.transport: off)"
+    return None
 
 
 def _destroy(d: Desired, guest: Guest, protection: str | None) -> Action | Standing:
