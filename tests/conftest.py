@@ -339,7 +339,7 @@ class NodeSshd:
         return {"transport": "ssh", "ssh": ssh, **extra}
 
 
-def _keygen(path: Path) -> str:
+def keygen(path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
     return path.with_suffix(".pub").read_text().strip()
 
@@ -352,9 +352,9 @@ def start_sshd(root: Path, pct: Path) -> Iterator[NodeSshd]:
     root.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-    host_key = _keygen(root / "host_ed25519")
-    client_key = _keygen(root / "id_ed25519")
-    other_host_key = _keygen(root / "other_host_ed25519")
+    host_key = keygen(root / "host_ed25519")
+    client_key = keygen(root / "id_ed25519")
+    other_host_key = keygen(root / "other_host_ed25519")
     (root / "authorized_keys").write_text(f'command="{FORCED_COMMAND}",restrict {client_key}\n')
     port = free_port()
     config = root / "sshd_config"
@@ -446,6 +446,7 @@ def host_sshd(tmp_path: Path, host_pct: HostPct) -> Iterator[NodeSshd]:
 # Containers for real setup steps: a Debian root built once with debootstrap (cached between runs), one overlay
 # and network namespace per VMID, entered by a `pct` stand-in (tests/standin.py).
 
+GUEST_VM_PACKAGES = ("openssh-server", "sudo")
 DEBIAN_CACHE = Path(os.environ.get("RECONCILER_TEST_CACHE", Path.home() / ".cache" / "reconciler-tests")) / "debian-12"
 
 
@@ -457,6 +458,8 @@ def debian_root() -> Path:
     if reason is not None:
         pytest.skip(f"setup steps not run for real: {reason}")
     package_sets = yaml.safe_load((builtin_profiles_dir() / "package-sets.yaml").read_text())
+    # What a cloud image brings that a container template may not: a VM's SSH server, and sudo for its user.
+    package_sets["guest-vm"] = list(GUEST_VM_PACKAGES)
     return standin.build_cache(DEBIAN_CACHE, package_sets)
 
 
@@ -484,6 +487,66 @@ def chroot_pct(tmp_path: Path, containers: Any) -> Path:
 def chroot_sshd(tmp_path: Path, chroot_pct: Path) -> Iterator[NodeSshd]:
     """A node's sshd whose forced command runs the containers' `pct`."""
     yield from start_sshd(tmp_path / "sshd", chroot_pct)
+
+
+# A VM's first boot, played in a stand-in container (a Debian root in a network namespace of its own): cloud-init's
+# user with the operator's key and passwordless sudo, and OpenSSH's sshd with the host keys its install made.
+
+
+@dataclass
+class BootedGuest:
+    address: str  # on the namespace's eth0, reached from this host through its veth
+    root: Path
+    host_keys: dict[str, str]  # path inside the guest -> the public key file's text, as the guest agent reads it
+    log: Path  # sshd's own log
+
+
+def boot_guest(containers: Any, vmid: int, user: str, public_key: str, log: Path) -> Iterator[BootedGuest]:
+    """Make VMID's stand-in root a booted cloud image: install sshd and sudo, add the user, and run sshd -D -e in the
+    guest's namespace until the generator is closed."""
+    root = containers.root(vmid)
+    (root / "etc/ssh/sshd_config.d").mkdir(parents=True, exist_ok=True)
+    # No PAM in a chroot; a user without a password is not "locked" for sshd once its hash is '*'.
+    (root / "etc/ssh/sshd_config.d/guest.conf").write_text("UsePAM no\nPasswordAuthentication no\nLogLevel VERBOSE\n")
+
+    def inside(*command: str) -> None:
+        subprocess.run(containers.exec_argv(vmid, list(command)), check=True, capture_output=True, timeout=600)
+
+    # The install starts no sshd (this test runs its own, in the foreground with its log); then the container's own.
+    policy = root / "usr/sbin/policy-rc.d"
+    kept = policy.read_bytes()
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    try:
+        inside("apt-get", "install", "-q", "-y", "--no-install-recommends", *GUEST_VM_PACKAGES)
+    finally:
+        policy.write_bytes(kept)
+    inside("useradd", "-m", "-s", "/bin/bash", user)
+    inside("usermod", "-p", "*", user)
+    (root / "etc/sudoers.d/90-cloud-init-users").write_text(f"{user} ALL=(ALL) NOPASSWD:ALL\n")
+    (root / "etc/sudoers.d/90-cloud-init-users").chmod(0o440)
+    inside("install", "-d", "-m", "700", "-o", user, "-g", user, f"/home/{user}/.ssh")
+    (root / f"home/{user}/.ssh/authorized_keys").write_text(public_key + "\n")
+    inside("chown", f"{user}:{user}", f"/home/{user}/.ssh/authorized_keys")
+    (root / "run/sshd").mkdir(exist_ok=True)
+    address = json.loads((containers.state / "ct" / str(vmid) / "net.json").read_text())["ip"]
+    keys = {f"/etc/ssh/{p.name}": p.read_text() for p in sorted((root / "etc/ssh").glob("ssh_host_*_key.pub"))}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            containers.exec_argv(vmid, ["/usr/sbin/sshd", "-D", "-e"]), stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((address, 22), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the guest's sshd did not start:\n{log.read_text()}")
+                time.sleep(0.05)
+        yield BootedGuest(address, root, keys, log)
+    finally:
+        end(proc)
 
 
 def with_provision(config_path: Path, provision: dict[str, Any]) -> Config:

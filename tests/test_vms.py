@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 import pytest
 import yaml
 from clirun import plan as plan_cli
-from conftest import PROFILES, SITE, DaemonProcess, FakeCluster, OperatorClone
+from conftest import PROFILES, SITE, DaemonProcess, FakeCluster, OperatorClone, boot_guest, keygen
 from hypothesis import given
 from hypothesis import strategies as st
 from test_crash import database, logged, phase_is, reading, remote_status, settled
@@ -195,6 +195,8 @@ def vm_config(config_path: Path, tmp_path: Path) -> Path:
     (profiles / "vm-plain.yaml").write_text(yaml.safe_dump({**plain, "name": "vm-plain", "agent": False}))
     steps = {**plain, "name": "vm-steps", "package_sets": ["base"], "post_create_actions": ["install-packages"]}
     (profiles / "vm-steps.yaml").write_text(yaml.safe_dump(steps))
+    blind = {**steps, "name": "vm-blind-steps", "agent": False}
+    (profiles / "vm-blind-steps.yaml").write_text(yaml.safe_dump(blind))
     doc = yaml.safe_load(config_path.read_text())
     doc["proxmox"].update(agent_timeout=1, config_refresh=0)
     doc["profiles"] = str(profiles)
@@ -325,7 +327,7 @@ def test_an_agent_that_never_answers_leaves_the_status_waiting_for_it(
     assert shown.get("address") is None
 
 
-def test_setup_steps_are_not_run_in_a_vm_and_the_status_says_why(
+def test_setup_is_off_for_vms_until_provision_vm_is_set_and_the_status_says_so(
     operator: OperatorClone, cluster: FakeCluster, vms: Runtime
 ) -> None:
     push(operator, "docker1", vm_yaml("docker1", profile="vm-steps", network=static(65)))
@@ -333,9 +335,131 @@ def test_setup_steps_are_not_run_in_a_vm_and_the_status_says_why(
 
     shown = status(operator, "docker1")
     assert shown["phase"] == "Ready"
-    assert "setup is off for VMs: a VM's SSH host key cannot be learned" in shown["message"]
-    assert "steps not run" in shown["message"]
+    assert "setup is off for VMs (provision.vm is not set), 3 steps not run" in shown["message"]
+    assert shown["setup"] == "off"
     assert [j.type for j in vms.store.jobs(limit=10)] == ["clone"]
+
+
+# --- setup inside a VM, over SSH to a played first boot ----------------------------------------------------------
+
+
+@pytest.fixture
+def vm_key(tmp_path: Path) -> tuple[Path, str]:
+    """The key the operator configures for VMs (provision.vm.key), and its public key for the requests."""
+    folder = tmp_path / "vm-key"
+    folder.mkdir()
+    return folder / "id_ed25519", keygen(folder / "id_ed25519")
+
+
+@pytest.fixture
+def vm_setup(vm_config: Path, env: dict[str, str], vm_key: tuple[Path, str]) -> Any:
+    doc = yaml.safe_load(vm_config.read_text())
+    doc["provision"] = {"vm": {"key": str(vm_key[0]), "connect_timeout": 5}, "step_timeout": 300}
+    vm_config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    rt = open_runtime(load_config(vm_config), env)
+    yield rt
+    rt.close()
+
+
+def job_log(rt: Runtime, job_type: str) -> str:
+    [job] = [j for j in rt.store.jobs(limit=20) if j.type == job_type][:1]
+    return "\n".join(line.message for line in rt.store.logs(job.id))
+
+
+def test_a_template_without_agent_has_its_setup_off_and_the_status_says_why(
+    operator: OperatorClone, cluster: FakeCluster, vm_setup: Runtime
+) -> None:
+    push(operator, "blind", vm_yaml("blind", profile="vm-blind-steps"))
+    vm_setup.reconciler.once()
+
+    shown = status(operator, "blind")
+    assert shown["phase"] == "Ready"
+    assert (
+        "setup is off for this VM: its profile says the template has no QEMU guest agent (agent: false), through"
+        " which the VM's SSH host key is learned, 3 steps not run"
+    ) in shown["message"]
+    assert [j.type for j in vm_setup.store.jobs(limit=10)] == ["clone"]
+
+
+def test_setup_runs_in_the_vm_over_ssh_once_the_token_may_read_its_host_key(
+    operator: OperatorClone,
+    cluster: FakeCluster,
+    vm_setup: Runtime,
+    vm_key: tuple[Path, str],
+    containers: Any,
+    tmp_path: Path,
+) -> None:
+    cloud_init = {"user": "debian", "ssh_keys": [vm_key[1]]}
+    push(operator, "docker1", vm_yaml("docker1", profile="vm-steps", cloud_init=cloud_init))
+    vm_setup.reconciler.once()  # cloned and started; its agent is not up yet
+    vm = made_vm(cluster)
+    guests = boot_guest(containers, vm.vmid, "debian", vm_key[1], tmp_path / "guest-sshd.log")
+    guest = next(guests)
+    try:
+        vm.agent = {
+            "interfaces": guest_interfaces(str(vm.config["net0"]), guest.address, 30),
+            "files": guest.host_keys,
+        }
+        vm_setup.reconciler.once()
+
+        # The README's role cannot read a file in the guest: the status names what to grant, nothing connects.
+        refused = status(operator, "docker1")
+        assert refused["phase"] == "Failed", refused
+        assert "the API token lacks VM.GuestAgent.FileRead or VM.GuestAgent.Unrestricted on /vms/" in refused["message"]
+        assert "Accepted publickey" not in guest.log.read_text()
+
+        cluster.pve.grant(TOKEN_ID, "/", "VM.GuestAgent.FileRead")
+        push(operator, "docker1", vm_yaml("docker1", profile="vm-steps", cloud_init=cloud_init, description="retry"))
+        vm_setup.reconciler.once()
+
+        shown = status(operator, "docker1")
+        assert shown["phase"] == "Ready", shown
+        assert shown["setup"] == "done"
+        assert "set up (3 steps)" in shown["message"]
+        assert (guest.root / "usr/bin/htop").exists()  # the profile's packages, installed inside the guest
+        assert "Accepted publickey for debian" in guest.log.read_text()
+        read = [asked["file"] for command, asked in vm.agent_requests if command == "file-read"]
+        assert "/etc/ssh/ssh_host_ed25519_key.pub" in read
+        log = job_log(vm_setup, "provision")
+        assert f"SSH host keys of VM {vm.vmid} read through its guest agent: ssh-ed25519" in log
+        assert f"connecting to debian@{guest.address} port 22" in log
+    finally:
+        guests.close()
+
+
+def test_a_host_key_other_than_the_one_its_agent_read_is_never_accepted(
+    operator: OperatorClone,
+    cluster: FakeCluster,
+    vm_setup: Runtime,
+    vm_key: tuple[Path, str],
+    containers: Any,
+    tmp_path: Path,
+) -> None:
+    cluster.pve.grant(TOKEN_ID, "/", "VM.GuestAgent.FileRead")
+    cloud_init = {"user": "debian", "ssh_keys": [vm_key[1]]}
+    push(operator, "docker1", vm_yaml("docker1", profile="vm-steps", cloud_init=cloud_init))
+    vm_setup.reconciler.once()
+    vm = made_vm(cluster)
+    guests = boot_guest(containers, vm.vmid, "debian", vm_key[1], tmp_path / "guest-sshd.log")
+    guest = next(guests)
+    try:
+        other = keygen(tmp_path / "other_host_key")  # another machine's key, as if one stood at the VM's address
+        vm.agent = {
+            "interfaces": guest_interfaces(str(vm.config["net0"]), guest.address, 30),
+            "files": {"/etc/ssh/ssh_host_ed25519_key.pub": other},
+        }
+        vm_setup.reconciler.once()
+
+        shown = status(operator, "docker1")
+        assert shown["phase"] == "Failed", shown
+        assert (
+            f"the SSH server at {guest.address} port 22 did not show the host key the VM's guest agent read from its"
+            " /etc/ssh" in shown["message"]
+        )
+        assert "Accepted publickey" not in guest.log.read_text()
+        assert not (guest.root / "usr/bin/htop").exists()
+    finally:
+        guests.close()
 
 
 def test_state_stopped_shuts_the_vm_down_and_present_starts_it_again(
