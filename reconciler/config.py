@@ -179,8 +179,8 @@ class ProvisionConfig(Strict):
 
     transport: Transport = Transport.OFF
     ssh: SshConfig | None = None
-    vm: VmSshConfig | None = Field(default=None, description="setup inside VMs over SSH; off when not set")
     local: LocalConfig = LocalConfig()
+    vm: VmSshConfig | None = Field(default=None, description="setup inside VMs over SSH; off when not set")
     step_timeout: float = Field(default=900.0, ge=1, description="seconds one step may take before it is killed")
     parallel_per_node: int = Field(default=2, ge=1, le=16, description="setups at once on one node")
 
