@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from reconciler.apply.context import JobContext
 from reconciler.desired.request import public_key_problem
-from reconciler.gateways.ssh import GuestLogin, GuestSsh, Outcome
+from reconciler.gateways.ssh import GuestLogin, Outcome
 from reconciler.model.action import Provision
 from reconciler.model.errors import ProxmoxError, SetupError
 from reconciler.model.vocab import GuestStatus
@@ -32,22 +32,7 @@ Run = Callable[[Sequence[str], str, str], Outcome]  # (command, stdin, step) -> 
 
 def provision(action: Provision, job: JobContext) -> str:
     d, vmid = action.desired, action.vmid
-    if d.vm is None:
-        run = _in_container(action, job)
-        _running(action, job)
-    else:
-        ssh, address = _way_into_vm(action, job)
-        _running(action, job)
-        keys = _host_keys(action, job)
-        job.log.info(
-            f"SSH host keys of VM {vmid} read through its guest agent: {', '.join(k.split()[0] for k in keys)}"
-        )
-        login = GuestLogin(vmid, address, d.vm.cloud_init.user, keys)
-        job.log.info(f"connecting to {login.user}@{address} port {ssh.config.port}")
-
-        def run(command: Sequence[str], stdin: str, step: str) -> Outcome:
-            return ssh.exec(login, command, stdin, step, job.log.info, job.abort)
-
+    run = _in_vm(action, job) if d.vm is not None else _in_container(action, job)
     steps = d.setup.steps
     for number, step in enumerate(steps, 1):
         job.log.info(f"step {number}/{len(steps)} {step.name}: {step.summary}", step=step.name)
@@ -67,9 +52,11 @@ def _running(action: Provision, job: JobContext) -> None:
 
 
 def _in_container(action: Provision, job: JobContext) -> Run:
+    """Steps through `pct exec` on the container's node."""
     pct = job.tools.pct
     if pct is None:
         raise SetupError("setup", "provision.transport is off", temporary=False)
+    _running(action, job)
 
     def run(command: Sequence[str], stdin: str, step: str) -> Outcome:
         return pct.exec(action.node, action.vmid, command, stdin, step, job.log.info, job.abort)
@@ -77,13 +64,25 @@ def _in_container(action: Provision, job: JobContext) -> Run:
     return run
 
 
-def _way_into_vm(action: Provision, job: JobContext) -> tuple[GuestSsh, str]:
-    """The SSH client for VMs and the VM's address, or why setup cannot reach it."""
-    if job.tools.guest_ssh is None:
+def _in_vm(action: Provision, job: JobContext) -> Run:
+    """Steps over SSH to the VM as its cloud-init user, accepting only the host keys its guest agent read."""
+    ssh, vm, vmid, address = job.tools.guest_ssh, action.desired.vm, action.vmid, action.address
+    assert vm is not None
+    if ssh is None:
         raise SetupError("setup", "provision.vm is not set: setup inside VMs is off", temporary=False)
-    if action.address is None:
-        raise SetupError("setup", f"the address of VM {action.vmid} is not known yet")
-    return job.tools.guest_ssh, action.address
+    if address is None:
+        raise SetupError("setup", f"the address of VM {vmid} is not known yet")
+    _running(action, job)
+    keys = _host_keys(action, job)
+    kinds = ", ".join(key.split()[0] for key in keys)
+    job.log.info(f"SSH host keys of VM {vmid} read through its guest agent: {kinds}")
+    login = GuestLogin(vmid, address, vm.cloud_init.user, keys)
+    job.log.info(f"connecting to {login.user}@{address} port {ssh.config.port}")
+
+    def run(command: Sequence[str], stdin: str, step: str) -> Outcome:
+        return ssh.exec(login, command, stdin, step, job.log.info, job.abort)
+
+    return run
 
 
 def _host_keys(action: Provision, job: JobContext) -> tuple[str, ...]:
