@@ -10,7 +10,6 @@ prints is handed on as it comes; a command that outlives its timeout, or a stop,
 from __future__ import annotations
 
 import contextlib
-import re
 import shlex
 from collections.abc import Callable, Sequence
 
@@ -23,6 +22,7 @@ from reconciler.gateways.ssh import (
     OnLine,
     Outcome,
     SshErrors,
+    SshFailure,
     bounded,
     client_options,
     explain,
@@ -35,31 +35,15 @@ from reconciler.model.errors import SetupError
 from reconciler.model.vocab import Transport
 
 # What OpenSSH's client says when it, not the remote command, failed; and whether trying again can help.
-_SSH_ERRORS: SshErrors = (
-    (
-        re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|host key .* not known"),
-        "the node's SSH host key is not the one in {known_hosts} (unknown or changed); it is never accepted:"
-        " add the node's real key there",
-        False,
-    ),
-    (
-        re.compile(r"Permission denied \(|Too many authentication failures"),
-        "the node refused the key {key} for user {user}",
-        False,
-    ),
-    (
-        re.compile(r"Could not resolve hostname|Connection refused|Connection timed out|No route to host"),
-        "cannot connect to {address} port {port}",
-        True,
-    ),
-    (re.compile(r"Load key .*|Bad permissions|UNPROTECTED PRIVATE KEY"), "cannot use the key {key}", False),
-    (
-        re.compile(r"Timeout, server .* not responding|Connection to .* timed out while waiting"),
-        "the node stopped answering: no reply to SSH keepalives for {silence} s (the step may go on there until"
-        " its own timeout)",
-        True,
-    ),
-)
+_SSH_ERRORS: SshErrors = {
+    SshFailure.HOST_KEY: "the node's SSH host key is not the one in {known_hosts} (unknown or changed); it is never"
+    " accepted: add the node's real key there",
+    SshFailure.REFUSED: "the node refused the key {key} for user {user}",
+    SshFailure.UNREACHABLE: "cannot connect to {address} port {port}",
+    SshFailure.BAD_KEY: "cannot use the key {key}",
+    SshFailure.SILENT: "the node stopped answering: no reply to SSH keepalives for {silence} s (the step may go on"
+    " there until its own timeout)",
+}
 
 
 class Pct:

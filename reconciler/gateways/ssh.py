@@ -20,8 +20,9 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from reconciler.config import VmSshConfig
@@ -40,9 +41,25 @@ TIMED_OUT = (124, 137)  # `timeout`: TERM ended the command; KILL did, when it i
 
 OnLine = Callable[[str], None]
 Abort = Callable[[], str | None]
-# What OpenSSH's client says when it, not the remote command, failed: the pattern, the reason in plain words
-# (a format string), and whether trying again can help.
-SshErrors = tuple[tuple[re.Pattern[str], str, bool], ...]
+
+
+class SshFailure(Enum):
+    """A failure of OpenSSH's client itself, not of the remote command: what it prints, and whether trying again
+    can help."""
+
+    HOST_KEY = (r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|host key .* not known", False)
+    REFUSED = (r"Permission denied \(|Too many authentication failures", False)
+    UNREACHABLE = (r"Could not resolve hostname|Connection refused|Connection timed out|No route to host", True)
+    BAD_KEY = (r"Load key .*|Bad permissions|UNPROTECTED PRIVATE KEY", False)
+    SILENT = (r"Timeout, server .* not responding|Connection to .* timed out while waiting", True)
+
+    def __init__(self, pattern: str, temporary: bool) -> None:
+        self.pattern = re.compile(pattern)
+        self.temporary = temporary
+
+
+# Each failure in plain words for one kind of peer: a format string of the caller's words.
+SshErrors = Mapping[SshFailure, str]
 
 
 def ignore(line: str) -> None:
@@ -108,9 +125,9 @@ def keepalive_of(connect_timeout: float) -> int:
 def explain(errors: SshErrors, tail: Sequence[str], **words: object) -> tuple[str, bool] | None:
     """The plain-words reason, and whether a retry can help, for a failure of the SSH client itself."""
     text = "\n".join(tail)
-    for pattern, reason, temporary in errors:
-        if pattern.search(text):
-            return reason.format(**words), temporary
+    for failure in SshFailure:
+        if failure.pattern.search(text):
+            return errors[failure].format(**words), failure.temporary
     return None
 
 
@@ -181,30 +198,15 @@ def run(
 
 
 # The VM's side of OpenSSH's own failures; the keys come from its guest agent, so a mismatch is never learned.
-_VM_SSH_ERRORS: SshErrors = (
-    (
-        re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|host key .* not known"),
-        "the SSH server at {address} port {port} did not show the host key the VM's guest agent read from its"
-        " /etc/ssh (another machine at that address, or the key changed); it is never accepted",
-        False,
-    ),
-    (
-        re.compile(r"Permission denied \(|Too many authentication failures"),
-        "the VM refused the key {key} for user {user}: is its public key in the request's cloud_init.ssh_keys?",
-        False,
-    ),
-    (
-        re.compile(r"Could not resolve hostname|Connection refused|Connection timed out|No route to host"),
-        "cannot connect to {address} port {port} (is its SSH server up yet?)",
-        True,
-    ),
-    (re.compile(r"Load key .*|Bad permissions|UNPROTECTED PRIVATE KEY"), "cannot use the key {key}", False),
-    (
-        re.compile(r"Timeout, server .* not responding|Connection to .* timed out while waiting"),
-        "the VM stopped answering: no reply to SSH keepalives for {silence} s",
-        True,
-    ),
-)
+_VM_SSH_ERRORS: SshErrors = {
+    SshFailure.HOST_KEY: "the SSH server at {address} port {port} did not show the host key the VM's guest agent read"
+    " from its /etc/ssh (another machine at that address, or the key changed); it is never accepted",
+    SshFailure.REFUSED: "the VM refused the key {key} for user {user}: is its public key in the request's"
+    " cloud_init.ssh_keys?",
+    SshFailure.UNREACHABLE: "cannot connect to {address} port {port} (is its SSH server up yet?)",
+    SshFailure.BAD_KEY: "cannot use the key {key}",
+    SshFailure.SILENT: "the VM stopped answering: no reply to SSH keepalives for {silence} s",
+}
 
 
 class GuestSsh:
